@@ -1,0 +1,23 @@
+//! auth-api's settings (DESIGN §3).
+
+use platform::auth::JwtSecret;
+use platform::config::{FromEnv, ListenAddr};
+use platform::redis::RedisUrl;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default = "default_addr")]
+    pub auth_api_addr: ListenAddr,
+    #[serde(default)]
+    pub redis_url: RedisUrl,
+    pub jwt_secret: JwtSecret,
+}
+
+fn default_addr() -> ListenAddr {
+    ([127, 0, 0, 1], 7101).into()
+}
+
+impl FromEnv for Config {
+    const VARS: &'static [&'static str] = &["AUTH_API_ADDR", "REDIS_URL", "JWT_SECRET"];
+}

@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    platform::server::main("auth-api", auth_api::build).await
+}

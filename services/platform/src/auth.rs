@@ -1,0 +1,248 @@
+//! Merchant access tokens: issued by auth-api, verified by core-api, with
+//! this one module doing both so the two can never disagree.
+//!
+//! Tokens are HS256 JWTs. Verification pins the algorithm (no `alg: none`,
+//! no algorithm confusion), requires and checks `exp`, `iss` and `aud`, and
+//! allows no clock leeway: a 30-second token means 30 seconds.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRef, FromRequestParts};
+use http::request::Parts;
+use http::{HeaderValue, header};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::http::ApiError;
+
+/// `iss` of every token.
+pub const ISSUER: &str = "payment-platform/auth-api";
+/// `aud` of every token: the services that accept it.
+pub const AUDIENCE: &str = "payment-platform/core-api";
+/// The smallest acceptable `JWT_SECRET`, in bytes (HS256's key size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// `JWT_SECRET`: at least 32 bytes; never printed.
+#[derive(Clone)]
+pub struct JwtSecret(Vec<u8>);
+
+impl JwtSecret {
+    pub fn new(secret: impl Into<Vec<u8>>) -> Result<Self, String> {
+        let secret = secret.into();
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "must be at least {MIN_SECRET_BYTES} bytes (got {})",
+                secret.len()
+            ));
+        }
+        Ok(Self(secret))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtSecret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for JwtSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        JwtSecret::new(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The claims of a merchant token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user who logged in.
+    pub sub: String,
+    /// The merchant the user acts for.
+    pub mid: String,
+    pub iss: String,
+    pub aud: String,
+    pub iat: u64,
+    pub exp: u64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// Signs tokens (auth-api).
+#[derive(Clone)]
+pub struct TokenIssuer {
+    key: EncodingKey,
+    ttl: Duration,
+}
+
+impl TokenIssuer {
+    pub fn new(secret: &JwtSecret, ttl: Duration) -> Self {
+        Self {
+            key: EncodingKey::from_secret(secret.as_bytes()),
+            ttl,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A signed token for `user` acting for `merchant`, and its claims.
+    pub fn issue(&self, user: &str, merchant: &str) -> (String, Claims) {
+        let iat = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        let claims = Claims {
+            sub: user.to_owned(),
+            mid: merchant.to_owned(),
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            iat,
+            exp: iat + self.ttl.as_secs(),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
+            .expect("HS256 signing with an in-memory key cannot fail");
+        (token, claims)
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is invalid")]
+    Invalid,
+}
+
+/// Checks tokens (core-api, and auth-api's own tests).
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    pub fn new(secret: &JwtSecret) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = 0;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "iat"]);
+        Self {
+            key: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
+            Ok(data) => Ok(data.claims),
+            Err(error) if matches!(error.kind(), ErrorKind::ExpiredSignature) => {
+                Err(TokenError::Expired)
+            }
+            Err(_) => Err(TokenError::Invalid),
+        }
+    }
+}
+
+/// The authenticated caller of a request: extracting it verifies the
+/// `Authorization: Bearer` token, answering 401 otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user: String,
+    pub merchant: String,
+}
+
+fn challenge(error: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "Bearer realm=\"payment-platform\", error=\"{error}\""
+    ))
+    .expect("static header text")
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    TokenVerifier: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|token| !token.is_empty());
+        let Some(token) = token else {
+            return Err(ApiError::unauthorized(
+                "missing_token",
+                "an Authorization: Bearer token is required",
+            )
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"payment-platform\""),
+            ));
+        };
+        let verifier = TokenVerifier::from_ref(state);
+        match verifier.verify(token) {
+            Ok(claims) => Ok(Caller {
+                user: claims.sub,
+                merchant: claims.mid,
+            }),
+            Err(TokenError::Expired) => Err(ApiError::unauthorized(
+                "token_expired",
+                "the token has expired; request a new one",
+            )
+            .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token"))),
+            Err(TokenError::Invalid) => Err(ApiError::unauthorized(
+                "token_invalid",
+                "the token is invalid",
+            )
+            .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> JwtSecret {
+        JwtSecret::new("0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        assert!(JwtSecret::new("short").is_err());
+    }
+
+    #[test]
+    fn issued_token_verifies() {
+        let issuer = TokenIssuer::new(&secret(), Duration::from_secs(30));
+        let (token, claims) = issuer.issue("alice", "acme");
+        assert_eq!(claims.exp - claims.iat, 30);
+        let verified = TokenVerifier::new(&secret()).verify(&token).unwrap();
+        assert_eq!(verified, claims);
+    }
+
+    #[test]
+    fn other_secret_is_refused() {
+        let other = JwtSecret::new("another-secret-another-secret-xx").unwrap();
+        let (token, _) = TokenIssuer::new(&other, Duration::from_secs(30)).issue("alice", "acme");
+        assert_eq!(
+            TokenVerifier::new(&secret()).verify(&token),
+            Err(TokenError::Invalid)
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! The shared runtime of every payment-platform service.
+//!
+//! Each service is a library plus a thin `main.rs`; everything that is not
+//! domain code lives here once: how configuration is read ([`config`]), how
+//! logs are written ([`telemetry`]), how a process starts, reports readiness
+//! and drains ([`lifecycle`], [`server`]), what an error looks like on the
+//! wire ([`http`]), how Redis is reached ([`redis`]), how tokens are checked
+//! ([`auth`]) and what travels on the queue ([`queue`], [`transaction`]).
+
+pub mod auth;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod lifecycle;
+pub mod queue;
+pub mod redis;
+pub mod server;
+pub mod telemetry;
+pub mod transaction;
+
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use config::ConfigError;
+pub use http::ApiError;
+pub use lifecycle::Shutdown;

@@ -1,0 +1,85 @@
+//! The queue between core-api (producer) and psp-connector (consumer).
+//!
+//! A Redis stream entry has one field, [`PAYLOAD_FIELD`], holding a
+//! [`ChargeMessage`] as JSON. Both sides use this type, so a schema change
+//! is a compile error rather than a dead letter. The message carries the
+//! card, which the transaction record never holds; the connector deletes
+//! the entry once the transaction is final.
+
+use serde::{Deserialize, Serialize};
+
+/// The stream transactions are queued on.
+pub const STREAM: &str = "transactions";
+/// Where undeliverable messages go, with the reason.
+pub const DEAD_LETTER_STREAM: &str = "transactions:dead";
+/// The consumer group of all connector processes.
+pub const GROUP: &str = "psp-connector";
+/// The stream entry field holding the JSON message.
+pub const PAYLOAD_FIELD: &str = "payload";
+
+/// What the connector needs to charge one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeMessage {
+    pub transaction_id: String,
+    /// `X-Request-Id` of the HTTP request that created the transaction.
+    pub request_id: String,
+    pub merchant_id: String,
+    /// Minor units.
+    pub amount: u64,
+    pub currency: String,
+    pub card: CardDetails,
+}
+
+/// Card data in transit to the PSP. `Debug` hides the number and CVC.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardDetails {
+    pub number: String,
+    pub expiry_month: u8,
+    pub expiry_year: u16,
+    pub cvc: String,
+}
+
+impl std::fmt::Debug for CardDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let last4 = self
+            .number
+            .get(self.number.len().saturating_sub(4)..)
+            .unwrap_or("");
+        write!(
+            f,
+            "CardDetails(**** {last4}, {:02}/{})",
+            self.expiry_month, self.expiry_year
+        )
+    }
+}
+
+impl ChargeMessage {
+    pub fn to_payload(&self) -> String {
+        serde_json::to_string(self).expect("a ChargeMessage always serialises")
+    }
+
+    pub fn from_payload(payload: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_card() {
+        let card = CardDetails {
+            number: "4242424242424242".into(),
+            expiry_month: 12,
+            expiry_year: 2030,
+            cvc: "123".into(),
+        };
+        let text = format!("{card:?}");
+        assert!(
+            !text.contains("424242424242") && !text.contains("123"),
+            "{text}"
+        );
+        assert!(text.contains("4242"));
+    }
+}

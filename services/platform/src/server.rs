@@ -1,0 +1,176 @@
+//! Binding, serving, readiness and draining — the same for every service.
+//!
+//! `build(config)` in each service binds a [`Server`] (port 0 in tests) and
+//! returns its address plus the future of [`Server::run`]; `main` only adds
+//! signal handling. Tests boot the real service in-process the same way.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::health::Readiness;
+use crate::lifecycle::{self, Shutdown};
+
+/// How often readiness is retried before `READY=1`.
+const READY_POLL: Duration = Duration::from_millis(20);
+
+/// A bound, not yet serving, HTTP service.
+pub struct Server {
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    readiness: Readiness,
+    drain_timeout: Duration,
+}
+
+impl Server {
+    /// Binds `addr` and wraps `routes` with the shared layers of
+    /// [`crate::http::service_router`].
+    pub async fn bind(
+        name: &'static str,
+        addr: SocketAddr,
+        routes: Router,
+        readiness: Readiness,
+        drain_timeout: Duration,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let router = crate::http::service_router(routes, readiness.clone());
+        Ok(Self {
+            name,
+            listener,
+            router,
+            readiness,
+            drain_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown`, then drains in-flight requests for at most
+    /// the drain timeout. Sends `READY=1` once readiness first passes,
+    /// `WATCHDOG=1` while it keeps passing, and `STOPPING=1` on shutdown.
+    pub async fn run(self, shutdown: Shutdown) -> std::io::Result<()> {
+        let Server {
+            name,
+            listener,
+            router,
+            readiness,
+            drain_timeout,
+        } = self;
+        let addr = listener.local_addr()?;
+        let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown.wait());
+        let mut serve = std::pin::pin!(serve.into_future());
+
+        let lifecycle = tokio::spawn(report_readiness(name, addr, readiness, shutdown.clone()));
+        let result = tokio::select! {
+            result = &mut serve => result,
+            () = shutdown.wait() => {
+                lifecycle::notify_stopping();
+                tracing::info!(service = name, timeout_ms = drain_timeout.as_millis() as u64, "draining");
+                match tokio::time::timeout(drain_timeout, &mut serve).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(service = name, "drain timed out; closing remaining connections");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        lifecycle.abort();
+        tracing::info!(service = name, "stopped");
+        result
+    }
+}
+
+/// Waits for the first passing readiness check, announces it, then pets the
+/// watchdog (when systemd asked for one) only while checks keep passing.
+async fn report_readiness(
+    name: &'static str,
+    addr: SocketAddr,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) {
+    let mut last_error = String::new();
+    loop {
+        if shutdown.is_triggered() {
+            return;
+        }
+        match readiness.check().await {
+            Ok(()) => break,
+            Err(error) => {
+                if error != last_error {
+                    tracing::warn!(service = name, %error, "not ready yet");
+                    last_error = error;
+                }
+                tokio::time::sleep(READY_POLL).await;
+            }
+        }
+    }
+    lifecycle::notify_ready();
+    tracing::info!(service = name, %addr, "ready");
+
+    let Some(interval) = lifecycle::watchdog_interval() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        match readiness.check().await {
+            Ok(()) => lifecycle::notify_watchdog(),
+            Err(error) => {
+                tracing::warn!(service = name, %error, "unhealthy; withholding watchdog ping")
+            }
+        }
+    }
+}
+
+/// What `main` does for every service: read the runtime config, start
+/// telemetry, build the service from its own config, run it until a signal,
+/// and turn the outcome into an exit code.
+pub async fn main<C, F, Fut>(name: &'static str, build: F) -> std::process::ExitCode
+where
+    C: crate::config::FromEnv,
+    F: FnOnce(C, crate::config::RuntimeConfig, Shutdown) -> Fut,
+    Fut: Future<
+        Output = anyhow::Result<(
+            SocketAddr,
+            futures::future::BoxFuture<'static, anyhow::Result<()>>,
+        )>,
+    >,
+{
+    let runtime = crate::config::load_or_exit::<crate::config::RuntimeConfig>();
+    let config = crate::config::load_or_exit::<C>();
+    crate::telemetry::init(name, runtime.log_format);
+    let shutdown = Shutdown::on_signals();
+    let (addr, serve) = match build(config, runtime, shutdown).await {
+        Ok(started) => started,
+        Err(error) => {
+            tracing::error!(
+                service = name,
+                error = format!("{error:#}"),
+                "failed to start"
+            );
+            eprintln!("{name}: failed to start: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(service = name, %addr, "listening");
+    match serve.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(
+                service = name,
+                error = format!("{error:#}"),
+                "stopped with an error"
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

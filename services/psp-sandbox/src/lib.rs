@@ -1,0 +1,37 @@
+//! PSP Sandbox: a local stand-in for the Payment Service Provider.
+
+mod configuration;
+
+pub use configuration::Config;
+
+use std::net::SocketAddr;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use platform::Shutdown;
+use platform::config::RuntimeConfig;
+use platform::health::Readiness;
+use platform::server::Server;
+
+/// Binds the listener and returns the bound address and the future that
+/// serves until `shutdown`.
+pub async fn build(
+    config: Config,
+    runtime: RuntimeConfig,
+    shutdown: Shutdown,
+) -> anyhow::Result<(SocketAddr, BoxFuture<'static, anyhow::Result<()>>)> {
+    let routes = axum::Router::new();
+    let server = Server::bind(
+        "psp-sandbox",
+        config.psp_sandbox_addr,
+        routes,
+        Readiness::always(),
+        runtime.shutdown_timeout_secs.0,
+    )
+    .await?;
+    let addr = server.local_addr();
+    Ok((
+        addr,
+        server.run(shutdown).map(|r| r.map_err(Into::into)).boxed(),
+    ))
+}
