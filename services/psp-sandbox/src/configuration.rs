@@ -1,12 +1,18 @@
 //! psp-sandbox's settings (DESIGN §3, §6).
 
 use platform::config::{FromEnv, ListenAddr};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     #[serde(default = "default_addr")]
     pub psp_sandbox_addr: ListenAddr,
+    /// Added to every charge request, with ±10 % jitter.
+    #[serde(default, deserialize_with = "platform::config::parsed")]
+    pub psp_latency_ms: u64,
+    /// Fraction of charge requests answered 503 without charging.
+    #[serde(default)]
+    pub psp_failure_rate: FailureRate,
 }
 
 fn default_addr() -> ListenAddr {
@@ -14,5 +20,56 @@ fn default_addr() -> ListenAddr {
 }
 
 impl FromEnv for Config {
-    const VARS: &'static [&'static str] = &["PSP_SANDBOX_ADDR"];
+    const VARS: &'static [&'static str] =
+        &["PSP_SANDBOX_ADDR", "PSP_LATENCY_MS", "PSP_FAILURE_RATE"];
+}
+
+impl Config {
+    /// Defaults with the given address (tests bind port 0).
+    pub fn on(addr: ListenAddr) -> Self {
+        Self {
+            psp_sandbox_addr: addr,
+            psp_latency_ms: 0,
+            psp_failure_rate: FailureRate::default(),
+        }
+    }
+}
+
+/// A probability in `0.0..=1.0` (`PSP_FAILURE_RATE=0.3`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FailureRate(f64);
+
+impl FailureRate {
+    pub fn new(rate: f64) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&rate) {
+            Ok(Self(rate))
+        } else {
+            Err(format!("must be between 0 and 1, got {rate}"))
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureRate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let rate: f64 = platform::config::parsed(deserializer)?;
+        FailureRate::new(rate).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_rate_is_a_probability() {
+        assert!(FailureRate::new(0.3).is_ok());
+        assert!(FailureRate::new(1.0).is_ok());
+        assert!(FailureRate::new(-0.1).is_err());
+        assert!(FailureRate::new(1.5).is_err());
+        assert!(FailureRate::new(f64::NAN).is_err());
+    }
 }

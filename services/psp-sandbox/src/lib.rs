@@ -1,10 +1,20 @@
-//! PSP Sandbox: a local stand-in for the Payment Service Provider.
+//! PSP Sandbox: a local stand-in for the Payment Service Provider (DESIGN §6).
+//!
+//! Idempotent charges with the documented test cards, injectable latency
+//! (`PSP_LATENCY_MS`) and faults (`PSP_FAILURE_RATE`), and stats that let
+//! tests prove no idempotency key was ever charged twice. State lives in
+//! memory and resets on restart.
 
+pub mod cards;
+mod charges;
 mod configuration;
+pub mod ledger;
 
-pub use configuration::Config;
+pub use configuration::{Config, FailureRate};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -20,11 +30,20 @@ pub async fn build(
     runtime: RuntimeConfig,
     shutdown: Shutdown,
 ) -> anyhow::Result<(SocketAddr, BoxFuture<'static, anyhow::Result<()>>)> {
-    let routes = axum::Router::new();
+    let state = Arc::new(charges::Charges {
+        ledger: ledger::Ledger::default(),
+        latency: Duration::from_millis(config.psp_latency_ms),
+        failure_rate: config.psp_failure_rate,
+    });
+    tracing::info!(
+        latency_ms = config.psp_latency_ms,
+        failure_rate = config.psp_failure_rate.get(),
+        "psp sandbox settings (state is in memory and resets on restart)"
+    );
     let server = Server::bind(
         "psp-sandbox",
         config.psp_sandbox_addr,
-        routes,
+        charges::routes(state),
         Readiness::always(),
         runtime.shutdown_timeout_secs.0,
     )

@@ -1,0 +1,102 @@
+//! What the sandbox decides for a card: the test cards of DESIGN §6, and
+//! approval for every other well-formed card.
+
+/// The sandbox's decision for one charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approved,
+    Declined(&'static str),
+    /// A retryable processing error (503); nothing is charged.
+    ProcessingError,
+}
+
+/// Test cards with a fixed outcome; any other valid card is approved.
+pub const TEST_CARDS: &[(&str, Decision)] = &[
+    ("4242424242424242", Decision::Approved),
+    ("4000000000000002", Decision::Declined("card_declined")),
+    ("4000000000009995", Decision::Declined("insufficient_funds")),
+    ("4000000000000069", Decision::Declined("expired_card")),
+    ("4000000000000119", Decision::ProcessingError),
+];
+
+/// The decision for a card whose number already passed [`is_valid_number`].
+/// A card whose expiry month is over is declined `expired_card`, as a real
+/// issuer would.
+pub fn decide(number: &str, expired: bool) -> Decision {
+    let fixed = TEST_CARDS
+        .iter()
+        .find(|(card, _)| *card == number)
+        .map(|(_, decision)| *decision);
+    match fixed {
+        Some(decision) => decision,
+        None if expired => Decision::Declined("expired_card"),
+        None => Decision::Approved,
+    }
+}
+
+/// 12–19 digits passing the Luhn check.
+pub fn is_valid_number(number: &str) -> bool {
+    if !(12..=19).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let sum: u32 = number
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let digit = u32::from(b - b'0');
+            if i % 2 == 1 {
+                let doubled = digit * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                digit
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// The card network, from the leading digits (for the charge object).
+pub fn brand(number: &str) -> &'static str {
+    let prefix2: u32 = number.get(..2).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let prefix4: u32 = number.get(..4).and_then(|p| p.parse().ok()).unwrap_or(0);
+    match number.as_bytes().first() {
+        Some(b'4') => "visa",
+        _ if (51..=55).contains(&prefix2) || (2221..=2720).contains(&prefix4) => "mastercard",
+        _ if prefix2 == 34 || prefix2 == 37 => "amex",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_cards_are_valid_and_decided_as_documented() {
+        for (card, expected) in TEST_CARDS {
+            assert!(is_valid_number(card), "{card}");
+            assert_eq!(decide(card, false), *expected);
+        }
+        assert_eq!(decide("5555555555554444", false), Decision::Approved);
+        assert_eq!(
+            decide("5555555555554444", true),
+            Decision::Declined("expired_card")
+        );
+    }
+
+    #[test]
+    fn luhn() {
+        assert!(is_valid_number("4242424242424242"));
+        assert!(!is_valid_number("4242424242424241"));
+        assert!(!is_valid_number("42424242424a4242"));
+        assert!(!is_valid_number("42"));
+    }
+
+    #[test]
+    fn brands() {
+        assert_eq!(brand("4242424242424242"), "visa");
+        assert_eq!(brand("5555555555554444"), "mastercard");
+        assert_eq!(brand("378282246310005"), "amex");
+    }
+}

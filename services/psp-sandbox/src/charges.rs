@@ -1,0 +1,241 @@
+//! `POST /charges` and `GET /charges/stats`: the PSP's charge API.
+//!
+//! A charge needs an `Idempotency-Key`; the first decision made under a key
+//! is the answer for every later request with it (same status, same body,
+//! plus `Idempotent-Replayed: true`), and is never made twice. A 503 —
+//! injected by `PSP_FAILURE_RATE` or asked for by the `…0119` test card —
+//! decides nothing, so a retry with the same key can still succeed.
+//! Approved charges answer 200, declined ones 402; both carry the charge
+//! object with its `status` and, when declined, its `decline_code`.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Router, http::HeaderMap};
+use http::{HeaderName, HeaderValue, StatusCode};
+use platform::http::{ApiError, Json};
+use serde::{Deserialize, Serialize};
+
+use crate::cards::{self, Decision};
+use crate::configuration::FailureRate;
+use crate::ledger::{Ledger, Stats, StoredAnswer};
+
+pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+const MAX_KEY_LEN: usize = 255;
+
+/// Shared state of the charge routes.
+#[derive(Debug)]
+pub struct Charges {
+    pub ledger: Ledger,
+    pub latency: Duration,
+    pub failure_rate: FailureRate,
+}
+
+pub fn routes(state: Arc<Charges>) -> Router {
+    Router::new()
+        .route("/charges", post(create_charge))
+        .route("/charges/stats", get(stats))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct ChargeRequest {
+    /// Minor units.
+    amount: u64,
+    currency: String,
+    card: CardInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct CardInput {
+    number: String,
+    expiry_month: u8,
+    expiry_year: u16,
+    cvc: String,
+}
+
+impl std::fmt::Debug for CardInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardInput(..)")
+    }
+}
+
+impl ChargeRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        if self.amount == 0 {
+            return Err(ApiError::invalid_field(
+                "invalid_amount",
+                "amount must be a positive integer in minor units",
+                "amount",
+            ));
+        }
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ApiError::invalid_field(
+                "invalid_currency",
+                "currency must be a three-letter ISO 4217 code such as EUR",
+                "currency",
+            ));
+        }
+        if !cards::is_valid_number(&self.card.number) {
+            return Err(ApiError::invalid_field(
+                "invalid_card_number",
+                "the card number is not a valid card number",
+                "card.number",
+            ));
+        }
+        if !(1..=12).contains(&self.card.expiry_month) {
+            return Err(ApiError::invalid_field(
+                "invalid_expiry_month",
+                "expiry_month must be 1 to 12",
+                "card.expiry_month",
+            ));
+        }
+        if !(3..=4).contains(&self.card.cvc.len())
+            || !self.card.cvc.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(ApiError::invalid_field(
+                "invalid_cvc",
+                "cvc must be 3 or 4 digits",
+                "card.cvc",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Same body → same fingerprint; used to refuse a key reused for a
+    /// different charge. Only the hash is kept, never the card.
+    fn fingerprint(&self) -> u64 {
+        let canonical = serde_json::to_string(self).expect("a charge request serialises");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        canonical.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn is_expired(&self) -> bool {
+        let now = time::OffsetDateTime::now_utc();
+        let now = (now.year(), u8::from(now.month()));
+        (i32::from(self.card.expiry_year), self.card.expiry_month) < now
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
+        return Err(ApiError::bad_request(
+            "idempotency_key_missing",
+            "an Idempotency-Key header is required for charges",
+        ));
+    };
+    let key = value.to_str().unwrap_or("");
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "idempotency_key_invalid",
+            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+async fn create_charge(
+    State(charges): State<Arc<Charges>>,
+    headers: HeaderMap,
+    body: Result<Json<ChargeRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let Json(request) = body?;
+    request.validate()?;
+    let fingerprint = request.fingerprint();
+
+    simulate_latency(charges.latency).await;
+
+    let entry = charges.ledger.entry(&key);
+    let mut state = entry.lock().await;
+    if let Some(answer) = &state.answer {
+        if answer.fingerprint != fingerprint {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                platform::http::ErrorType::Idempotency,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different charge",
+            ));
+        }
+        charges.ledger.record_replay();
+        tracing::debug!(idempotency_key = %key, "replaying stored answer");
+        let mut response = (answer.status, axum::Json(answer.body.clone())).into_response();
+        response.headers_mut().insert(
+            IDEMPOTENT_REPLAYED.clone(),
+            HeaderValue::from_static("true"),
+        );
+        return Ok(response);
+    }
+
+    let injected = charges.failure_rate.get() > 0.0 && fastrand::f64() < charges.failure_rate.get();
+    let decision = if injected {
+        Decision::ProcessingError
+    } else {
+        cards::decide(&request.card.number, request.is_expired())
+    };
+    let (status, charge_status, decline_code) = match decision {
+        Decision::ProcessingError => {
+            charges.ledger.record_unavailable();
+            tracing::debug!(idempotency_key = %key, injected, "answering 503");
+            return Err(ApiError::service_unavailable(
+                "processing_error",
+                "the charge could not be processed; retry with the same Idempotency-Key",
+            ));
+        }
+        Decision::Approved => (StatusCode::OK, "succeeded", None),
+        Decision::Declined(code) => (StatusCode::PAYMENT_REQUIRED, "declined", Some(code)),
+    };
+    let number = &request.card.number;
+    let body = serde_json::json!({
+        "id": format!("ch_{}", uuid::Uuid::new_v4().simple()),
+        "object": "charge",
+        "status": charge_status,
+        "decline_code": decline_code,
+        "amount": request.amount,
+        "currency": request.currency,
+        "card": {
+            "brand": cards::brand(number),
+            "last4": &number[number.len() - 4..],
+            "expiry_month": request.card.expiry_month,
+            "expiry_year": request.card.expiry_year,
+        },
+        "reference": request.reference,
+        "metadata": request.metadata,
+        "idempotency_key": key,
+        "created_at": platform::transaction::now_rfc3339(),
+    });
+    tracing::debug!(idempotency_key = %key, status = charge_status, decline_code, "charge decided");
+    charges.ledger.record_charge(
+        &mut state,
+        StoredAnswer {
+            fingerprint,
+            status,
+            body: body.clone(),
+        },
+    );
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// `PSP_LATENCY_MS` ± 10 %, so concurrent requests do not finish in lockstep.
+async fn simulate_latency(latency: Duration) {
+    if latency.is_zero() {
+        return;
+    }
+    let factor = 0.9 + fastrand::f64() * 0.2;
+    tokio::time::sleep(latency.mul_f64(factor)).await;
+}
+
+async fn stats(State(charges): State<Arc<Charges>>) -> axum::Json<Stats> {
+    axum::Json(charges.ledger.stats())
+}

@@ -1,0 +1,272 @@
+//! The sandbox's charge API, booted in-process on port 0 and as the real
+//! binary for the lifecycle tests.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use platform::Shutdown;
+use platform::config::{RuntimeConfig, Secs};
+use platform::testing::{ChildGuard, free_port, wait_for_port};
+use psp_sandbox::{Config, FailureRate};
+use serde_json::{Value, json};
+
+struct Sandbox {
+    url: String,
+    shutdown: Shutdown,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+async fn boot(configure: impl FnOnce(&mut Config)) -> Sandbox {
+    let mut config = Config::on(SocketAddr::from(([127, 0, 0, 1], 0)));
+    configure(&mut config);
+    let runtime = RuntimeConfig {
+        log_format: None,
+        shutdown_timeout_secs: Secs(Duration::from_secs(5)),
+    };
+    let shutdown = Shutdown::new();
+    let (addr, serve) = psp_sandbox::build(config, runtime, shutdown.clone())
+        .await
+        .expect("build sandbox");
+    tokio::spawn(serve);
+    Sandbox {
+        url: format!("http://{addr}"),
+        shutdown,
+    }
+}
+
+fn charge_body(card: &str) -> Value {
+    json!({
+        "amount": 1299,
+        "currency": "EUR",
+        "card": {"number": card, "expiry_month": 12, "expiry_year": 2030, "cvc": "123"},
+        "metadata": {"transaction_id": "tx_1"}
+    })
+}
+
+async fn charge(sandbox: &Sandbox, key: Option<&str>, body: &Value) -> (u16, Value, bool) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/charges", sandbox.url))
+        .json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.expect("charge request");
+    let status = response.status().as_u16();
+    let replayed = response.headers().get("idempotent-replayed").is_some();
+    (status, response.json().await.expect("JSON body"), replayed)
+}
+
+async fn stats(sandbox: &Sandbox) -> Value {
+    reqwest::get(format!("{}/charges/stats", sandbox.url))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("stats JSON")
+}
+
+#[tokio::test]
+async fn missing_idempotency_key_is_a_json_400() {
+    let sandbox = boot(|_| {}).await;
+    let (status, body, _) = charge(&sandbox, None, &charge_body("4242424242424242")).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "idempotency_key_missing");
+    assert_eq!(stats(&sandbox).await["total_charges"], 0);
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_without_charging() {
+    let sandbox = boot(|_| {}).await;
+    let (status, body, _) = charge(&sandbox, Some("k1"), &charge_body("4242424242424241")).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["param"], "card.number");
+    let mut zero = charge_body("4242424242424242");
+    zero["amount"] = json!(0);
+    let (status, body, _) = charge(&sandbox, Some("k2"), &zero).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["param"], "amount");
+    let (status, body, _) = charge(&sandbox, Some("k3"), &json!({"amount": "x"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(stats(&sandbox).await["total_charges"], 0);
+}
+
+#[tokio::test]
+async fn test_cards_answer_as_documented() {
+    let sandbox = boot(|_| {}).await;
+    let cases = [
+        ("4242424242424242", 200, "succeeded", None),
+        ("4000000000000002", 402, "declined", Some("card_declined")),
+        (
+            "4000000000009995",
+            402,
+            "declined",
+            Some("insufficient_funds"),
+        ),
+        ("4000000000000069", 402, "declined", Some("expired_card")),
+        ("5555555555554444", 200, "succeeded", None),
+    ];
+    for (card, expected_status, charge_status, decline_code) in cases {
+        let (status, body, replayed) = charge(&sandbox, Some(card), &charge_body(card)).await;
+        assert_eq!(status, expected_status, "{card}: {body}");
+        assert_eq!(body["status"], charge_status, "{card}");
+        assert_eq!(body["decline_code"], json!(decline_code), "{card}");
+        assert_eq!(body["card"]["last4"], &card[12..]);
+        assert!(!replayed);
+    }
+    let (status, body, _) =
+        charge(&sandbox, Some("k-0119"), &charge_body("4000000000000119")).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "processing_error");
+
+    let stats = stats(&sandbox).await;
+    assert_eq!(stats["total_charges"], 5, "{stats}");
+    assert_eq!(stats["max_charges_per_key"], 1);
+    assert_eq!(stats["unavailable"], 1);
+}
+
+#[tokio::test]
+async fn same_key_same_answer_and_one_charge() {
+    let sandbox = boot(|_| {}).await;
+    let body = charge_body("4000000000000002");
+    let first = charge(&sandbox, Some("tx_same"), &body).await;
+    let second = charge(&sandbox, Some("tx_same"), &body).await;
+    assert_eq!(first.0, second.0);
+    assert_eq!(first.1, second.1);
+    assert!(second.2, "a replay says so");
+
+    let mut other = body.clone();
+    other["amount"] = json!(1);
+    let (status, error, _) = charge(&sandbox, Some("tx_same"), &other).await;
+    assert_eq!(status, 422);
+    assert_eq!(error["error"]["code"], "idempotency_key_reused");
+
+    let stats = stats(&sandbox).await;
+    assert_eq!(stats["total_charges"], 1, "{stats}");
+    assert_eq!(stats["max_charges_per_key"], 1);
+    assert_eq!(stats["replays"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_key_charge_once() {
+    let sandbox = std::sync::Arc::new(boot(|config| config.psp_latency_ms = 20).await);
+    let body = charge_body("4242424242424242");
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (sandbox, body) = (sandbox.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            charge(&sandbox, Some("tx_race"), &body).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    assert!(answers.iter().all(|a| a.0 == 200 && a.1 == answers[0].1));
+    assert_eq!(answers.iter().filter(|a| !a.2).count(), 1, "one decision");
+    let stats = stats(&sandbox).await;
+    assert_eq!(stats["total_charges"], 1, "{stats}");
+    assert_eq!(stats["max_charges_per_key"], 1);
+}
+
+#[tokio::test]
+async fn an_injected_503_does_not_use_up_the_key() {
+    let sandbox = boot(|config| config.psp_failure_rate = FailureRate::new(0.5).unwrap()).await;
+    let body = charge_body("4242424242424242");
+    // Keys whose first answer was a 503 and which were then retried to success.
+    let mut recovered = 0;
+    for key in 0..20 {
+        let key = format!("tx_flaky_{key}");
+        let mut first = true;
+        loop {
+            let (status, answer, replayed) = charge(&sandbox, Some(&key), &body).await;
+            match status {
+                503 => first = false,
+                200 => {
+                    assert!(!replayed, "nothing was decided before the 503s");
+                    if !first {
+                        recovered += 1;
+                    }
+                    break;
+                }
+                other => panic!("unexpected {other}: {answer}"),
+            }
+        }
+    }
+    assert!(
+        recovered > 0,
+        "a 50 % failure rate never answered 503 first"
+    );
+    let stats = stats(&sandbox).await;
+    assert_eq!(stats["total_charges"], 20, "{stats}");
+    assert_eq!(stats["keys"], 20);
+    assert_eq!(stats["max_charges_per_key"], 1);
+    assert!(stats["unavailable"].as_u64().unwrap() >= recovered);
+}
+
+fn binary(envs: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_psp-sandbox"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command
+}
+
+fn spawn_binary(envs: &[(&str, String)]) -> ChildGuard {
+    ChildGuard(binary(envs).spawn().expect("spawn psp-sandbox"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_in_flight_charge_then_exits_0() {
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut child = spawn_binary(&[
+        ("PSP_SANDBOX_ADDR", addr.to_string()),
+        ("PSP_LATENCY_MS", "1500".into()),
+    ]);
+    wait_for_port(addr, Duration::from_secs(10));
+
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/charges"))
+            .header("Idempotency-Key", "tx_sigterm")
+            .json(&charge_body("4242424242424242"))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.signal("TERM");
+
+    let response = request.await.unwrap().expect("in-flight request answered");
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "succeeded");
+    let status = tokio::task::spawn_blocking(move || child.wait_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn bad_failure_rate_is_a_config_error() {
+    let output = binary(&[("PSP_FAILURE_RATE", "1.5".into())])
+        .output()
+        .expect("run psp-sandbox");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("config error: PSP_FAILURE_RATE:"),
+        "{stderr}"
+    );
+}
