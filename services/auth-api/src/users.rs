@@ -1,0 +1,269 @@
+//! The merchant users who may log in, read once from `AUTH_USERS_FILE`, and
+//! the password check against their argon2id hashes.
+//!
+//! Verification is deliberately slow (that is the point of argon2), so it
+//! runs on tokio's blocking pool, at most one per core at a time, and an
+//! unknown username costs exactly as much as a wrong password: it is checked
+//! against a dummy hash with the same parameters.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use platform::ConfigError;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use crate::credentials::{Password, Username};
+
+/// The argon2id parameters of OWASP's Password Storage Cheat Sheet (first
+/// of its equivalent options): m = 19 MiB (19456 KiB), t = 2, p = 1. Also
+/// argon2's defaults; used for the dummy hash when the users file mixes
+/// parameters.
+pub fn owasp_params() -> Params {
+    Params::new(19 * 1024, 2, 1, Some(32)).expect("valid argon2 parameters")
+}
+
+/// One row of the users file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRow {
+    username: String,
+    merchant_id: String,
+    password_hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    users: Vec<UserRow>,
+}
+
+struct User {
+    merchant_id: String,
+    /// A PHC string already checked to parse as argon2id.
+    password_hash: String,
+}
+
+/// The users file, checked: every username normalised and unique, every
+/// hash an argon2id PHC string.
+pub struct Users {
+    by_name: HashMap<String, User>,
+    dummy_hash: String,
+}
+
+impl Users {
+    /// Reads `path`. Any problem is a [`ConfigError`] on `AUTH_USERS_FILE`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let fail = |problem: String| ConfigError {
+            variable: "AUTH_USERS_FILE".to_owned(),
+            problem: format!("{}: {problem}", path.display()),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        Self::parse(&text).map_err(fail)
+    }
+
+    /// Parses the text of a users file.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: UsersFile = toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines (it quotes the source);
+            // the first line says what is wrong.
+            let message = e.message().lines().next().unwrap_or("").to_owned();
+            match e.span() {
+                Some(span) => format!("not valid: {message} (at byte {})", span.start),
+                None => format!("not valid: {message}"),
+            }
+        })?;
+        let mut by_name = HashMap::new();
+        let mut params: Option<Params> = None;
+        let mut mixed = false;
+        for (index, row) in file.users.into_iter().enumerate() {
+            let entry = format!("users[{index}]");
+            let username = Username::parse(&row.username)
+                .map_err(|e| format!("{entry}.username: {}", e.message()))?;
+            if username.as_str() != row.username {
+                return Err(format!(
+                    "{entry}.username: must be written normalised, as {:?}",
+                    username.as_str()
+                ));
+            }
+            if row.merchant_id.trim().is_empty() || row.merchant_id.trim() != row.merchant_id {
+                return Err(format!(
+                    "{entry}.merchant_id: must be non-empty without surrounding spaces"
+                ));
+            }
+            let hash_params = argon2id_params(&row.password_hash)
+                .map_err(|problem| format!("{entry}.password_hash: {problem}"))?;
+            match &params {
+                None => params = Some(hash_params),
+                Some(seen) if *seen != hash_params => mixed = true,
+                Some(_) => {}
+            }
+            let user = User {
+                merchant_id: row.merchant_id,
+                password_hash: row.password_hash,
+            };
+            if by_name.insert(username.as_str().to_owned(), user).is_some() {
+                return Err(format!(
+                    "{entry}.username: {:?} appears twice",
+                    row.username
+                ));
+            }
+        }
+        let dummy_params = match params {
+            Some(params) if !mixed => params,
+            _ => owasp_params(),
+        };
+        if mixed {
+            tracing::warn!(
+                "users file mixes argon2 parameters; unknown usernames are checked with OWASP's, \
+                 so login timing may tell some users apart"
+            );
+        }
+        Ok(Self {
+            by_name,
+            dummy_hash: dummy_hash(dummy_params),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// The parameters of `phc` if it is an argon2id hash argon2 can check.
+fn argon2id_params(phc: &str) -> Result<Params, String> {
+    let hash = PasswordHash::new(phc).map_err(|e| format!("not a PHC string: {e}"))?;
+    if hash.algorithm != Algorithm::Argon2id.ident() {
+        return Err(format!("must be argon2id, not {}", hash.algorithm));
+    }
+    if hash.hash.is_none() || hash.salt.is_none() {
+        return Err("has no salt or hash".to_owned());
+    }
+    if hash.version.is_some_and(|v| v != u32::from(Version::V0x13)) {
+        return Err("must be argon2 version 19 (0x13)".to_owned());
+    }
+    Params::try_from(&hash).map_err(|e| format!("invalid argon2 parameters: {e}"))
+}
+
+/// A hash of a throw-away password: what an unknown username is checked
+/// against. Its result is ignored; only its cost matters.
+fn dummy_hash(params: Params) -> String {
+    let salt = SaltString::encode_b64(b"auth-api dummy salt").expect("valid salt");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(b"no user has this password", &salt)
+        .expect("argon2 hashing with valid parameters")
+        .to_string()
+}
+
+/// A user whose password was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub username: String,
+    pub merchant_id: String,
+}
+
+/// Checks passwords: cloneable, with a bound on concurrent argon2 runs so a
+/// burst of logins queues instead of claiming 19 MiB and a thread each.
+#[derive(Clone)]
+pub struct Authenticator {
+    users: Arc<Users>,
+    permits: Arc<Semaphore>,
+}
+
+impl Authenticator {
+    pub fn new(users: Users) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            users: Arc::new(users),
+            permits: Arc::new(Semaphore::new(cores)),
+        }
+    }
+
+    /// `Some(user)` when the password is right; `None` for a wrong password
+    /// and for an unknown username alike, after the same amount of work.
+    pub async fn authenticate(
+        &self,
+        username: &Username,
+        password: Password,
+    ) -> anyhow::Result<Option<Authenticated>> {
+        let user = self.users.by_name.get(username.as_str());
+        let (phc, merchant) = match user {
+            Some(user) => (user.password_hash.clone(), Some(user.merchant_id.clone())),
+            None => (self.users.dummy_hash.clone(), None),
+        };
+        let _permit = self.permits.acquire().await?;
+        let matches = tokio::task::spawn_blocking(move || {
+            let hash = PasswordHash::new(&phc).expect("checked when the users file was read");
+            Argon2::default()
+                .verify_password(password.expose().as_bytes(), &hash)
+                .is_ok()
+        })
+        .await?;
+        Ok(match (matches, merchant) {
+            (true, Some(merchant_id)) => Some(Authenticated {
+                username: username.as_str().to_owned(),
+                merchant_id,
+            }),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV_USERS: &str = include_str!("../../../config/users.toml");
+
+    #[test]
+    fn dev_users_file_is_valid_and_uses_owasp_parameters() {
+        let users = Users::parse(DEV_USERS).unwrap();
+        assert_eq!(users.len(), 2);
+        for user in users.by_name.values() {
+            assert_eq!(
+                argon2id_params(&user.password_hash).unwrap(),
+                owasp_params()
+            );
+        }
+        assert_eq!(argon2id_params(&users.dummy_hash).unwrap(), owasp_params());
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let argon2i = "$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                       ZGVhZGJlZWZkZWFkYmVlZmRlYWRiZWVmZGVhZGJlZWY";
+        let cases = [
+            ("users = 3", "not valid"),
+            (
+                &format!(
+                    "[[users]]\nusername = \"eve\"\nmerchant_id = \"m\"\npassword_hash = \"{argon2i}\"\n"
+                ),
+                "must be argon2id",
+            ),
+            (
+                "[[users]]\nusername = \"eve\"\nmerchant_id = \"m\"\npassword_hash = \"plain\"\n",
+                "not a PHC string",
+            ),
+            (
+                "[[users]]\nusername = \"Eve\"\nmerchant_id = \"m\"\npassword_hash = \"x\"\n",
+                "normalised",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Users::parse(text).err().expect(text);
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        }
+    }
+}
