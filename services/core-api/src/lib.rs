@@ -1,18 +1,52 @@
-//! Core API: accepts, records and queues transactions.
+//! Core API: accepts, records and queues transactions; lists and filters
+//! them (DESIGN §4, producer side of §5).
+//!
+//! - [`domain`]: the types requests are parsed into at the edge.
+//! - [`transactions`]: the `/transactions` routes and their Redis access.
+//! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts.
+//! - [`openapi`]: `GET /openapi.json`.
 
 mod configuration;
+pub mod domain;
+pub mod idempotency;
+pub mod openapi;
+pub mod transactions;
 
 pub use configuration::Config;
 
 use std::net::SocketAddr;
 
+use axum::extract::FromRef;
+use axum::routing::get;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use platform::Shutdown;
+use platform::auth::TokenVerifier;
 use platform::config::RuntimeConfig;
 use platform::health::Readiness;
 use platform::redis::Redis;
 use platform::server::Server;
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub redis: Redis,
+    pub verifier: TokenVerifier,
+    pub fingerprinter: idempotency::Fingerprinter,
+}
+
+impl FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// The service's routes (without the shared health/404 layers).
+pub fn routes(state: AppState) -> axum::Router {
+    transactions::routes()
+        .route("/openapi.json", get(openapi::openapi_json))
+        .with_state(state)
+}
 
 /// Binds the listener, connects Redis lazily, and returns the bound address
 /// and the future that serves until `shutdown`.
@@ -22,11 +56,15 @@ pub async fn build(
     shutdown: Shutdown,
 ) -> anyhow::Result<(SocketAddr, BoxFuture<'static, anyhow::Result<()>>)> {
     let redis = Redis::connect(&config.redis_url)?;
-    let routes = axum::Router::new();
+    let state = AppState {
+        redis: redis.clone(),
+        verifier: TokenVerifier::new(&config.jwt_secret),
+        fingerprinter: idempotency::Fingerprinter::new(config.jwt_secret.as_bytes()),
+    };
     let server = Server::bind(
         "core-api",
         config.core_api_addr,
-        routes,
+        routes(state),
         Readiness::redis(redis),
         runtime.shutdown_timeout_secs.0,
     )

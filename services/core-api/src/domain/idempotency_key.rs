@@ -1,0 +1,44 @@
+//! The client's `Idempotency-Key` header: it names a Redis key, so it is
+//! bounded and printable.
+
+use super::FieldError;
+
+/// 1–255 printable ASCII characters (space to `~`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 255;
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, FieldError> {
+        if (1..=Self::MAX_LEN).contains(&bytes.len())
+            && bytes.iter().all(|b| (0x20..=0x7e).contains(b))
+        {
+            // All bytes are ASCII, so this cannot fail.
+            Ok(Self(String::from_utf8_lossy(bytes).into_owned()))
+        } else {
+            Err(FieldError::new(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1-255 printable ASCII characters",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape() {
+        assert!(IdempotencyKey::parse(b"order 42 / try 1").is_ok());
+        assert!(IdempotencyKey::parse(&[b'k'; 255]).is_ok());
+        for bad in [&b""[..], &[b'k'; 256], b"tab\there", "é".as_bytes()] {
+            assert!(IdempotencyKey::parse(bad).is_err());
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Types that can only hold valid values: the request is parsed into them at
+//! the edge, so nothing past the handler can see an invalid amount, an
+//! unknown currency or a card number that fails Luhn.
+//!
+//! Every parse failure is a [`FieldError`]: a stable `code` plus the request
+//! field (`param`) at fault, which the handler turns into a 422.
+
+mod amount;
+mod card_number;
+mod currency;
+mod customer_id;
+mod cvc;
+mod expiry;
+mod idempotency_key;
+mod metadata;
+mod reference;
+
+pub use amount::Amount;
+pub use card_number::{CardBrand, CardNumber};
+pub use currency::Currency;
+pub use customer_id::CustomerId;
+pub use cvc::Cvc;
+pub use expiry::Expiry;
+pub use idempotency_key::IdempotencyKey;
+pub use metadata::Metadata;
+pub use reference::Reference;
+
+use platform::ApiError;
+
+/// Why a value was refused: a stable code and a human explanation. The
+/// caller knows which request field it parsed, so it supplies the `param`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The 422 answer naming `param`.
+    pub fn at(self, param: impl Into<String>) -> ApiError {
+        ApiError::invalid_field(self.code, self.message, param)
+    }
+}
+
+/// 1–64 characters of `[A-Za-z0-9_.:-]`: the shape of merchant-chosen ids
+/// (customer ids, references). Narrow on purpose: these values become part
+/// of Redis key names and log fields.
+pub(crate) fn is_token(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+}

@@ -1,0 +1,87 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of every route, body
+//! and error, generated from the handlers' own annotations so it cannot
+//! drift from the code.
+
+use std::sync::LazyLock;
+
+use axum::response::{IntoResponse, Response};
+use platform::http::{ErrorBody, ErrorDetail, ErrorType};
+use platform::transaction::Status;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::transactions::model::{PaymentMethod, Transaction};
+use crate::transactions::request::{CreateTransactionRequest, PaymentMethodRequest};
+use crate::transactions::{
+    __path_create_transaction, __path_get_transaction, __path_list_transactions, TransactionList,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "core-api",
+        description = "Accepts, records and queues card transactions; lists and filters them. \
+                       Every error is `ErrorBody` with a stable `code`."
+    ),
+    paths(create_transaction, get_transaction, list_transactions, healthz, readyz, openapi_json),
+    components(schemas(
+        Transaction, PaymentMethod, TransactionList, CreateTransactionRequest,
+        PaymentMethodRequest, Status, ErrorBody, ErrorDetail, ErrorType
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "transactions"), (name = "operations"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A token from the Auth API's POST /auth/token"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_json()
+        .expect("the OpenAPI document serialises")
+});
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi_json() -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+        .into_response()
+}
+
+// The health routes are served by the shared runtime (platform::http);
+// these stubs exist only to describe them.
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`{\"status\":\"ok\"}`")))]
+#[allow(dead_code)]
+async fn healthz() {}
+
+/// Readiness: Redis answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "`{\"status\":\"ready\"}`"),
+        (status = 503, description = "`not_ready`: Redis is unreachable", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+async fn readyz() {}

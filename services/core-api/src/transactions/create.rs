@@ -1,0 +1,218 @@
+//! `POST /transactions`: validate, (claim the idempotency key), write the
+//! record + indexes + queue message + idempotency entry atomically, 202.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use platform::ApiError;
+use platform::auth::Caller;
+use platform::http::{ErrorBody, Json, RequestId};
+use platform::queue::{CardDetails, ChargeMessage};
+use platform::transaction::{Status, TransactionId, keys, now_rfc3339};
+
+use super::model::{PaymentMethod, Transaction};
+use super::request::{CreateTransactionRequest, NewTransaction};
+use super::store::{self, CreateOutcome, IdempotencyWrite, NewRecord};
+use crate::AppState;
+use crate::domain::IdempotencyKey;
+use crate::idempotency::{self, Claim, Entry};
+
+/// Accepts a transaction for charging. It is `pending` until a PSP
+/// connector picks it up; poll `GET /transactions/{id}` for the outcome.
+#[utoipa::path(
+    post,
+    path = "/transactions",
+    tag = "transactions",
+    request_body = CreateTransactionRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "1–255 printable ASCII characters. Same key and body within 24 h: the first response again, with `Idempotent-Replayed: true`."),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted and queued (or a replay of the first response)", body = Transaction,
+         headers(
+            ("Location" = String, description = "`/transactions/{id}`"),
+            ("Idempotent-Replayed" = String, description = "`true` on a replayed response"),
+         )),
+        (status = 400, description = "`malformed_body` (not JSON) or `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `token_invalid` or `token_expired`", body = ErrorBody),
+        (status = 409, description = "`request_in_progress`: the first request with this key is still being handled", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
+        (status = 422, description = "A field is invalid; `param` names it. Codes: `missing_field`, `unknown_field`, `invalid_field`, `invalid_amount`, `invalid_currency`, `invalid_customer_id`, `invalid_reference`, `invalid_payment_method_type`, `invalid_card_number`, `invalid_expiry`, `card_expired`, `invalid_cvc`, `invalid_metadata`; or `idempotency_key_reused` (same key, different body)", body = ErrorBody),
+        (status = 503, description = "`storage_unavailable`: Redis is unreachable; nothing was written, retry", body = ErrorBody),
+    )
+)]
+pub async fn create_transaction(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    headers: HeaderMap,
+    Json(request): Json<CreateTransactionRequest>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|value| IdempotencyKey::parse(value.as_bytes()))
+        .transpose()
+        .map_err(|error| {
+            ApiError::bad_request(error.code, error.message).with_param("Idempotency-Key")
+        })?;
+    let new = request.validate()?;
+    let mut conn = state.redis.conn();
+
+    // Phase 1 (with a key): claim it, or answer from what is there.
+    let claim = match &idempotency_key {
+        Some(key) => {
+            let redis_key = idempotency::key(&caller.merchant, key);
+            let fingerprint = state.fingerprinter.fingerprint(&new.canonical_bytes());
+            match idempotency::claim(&mut conn, &redis_key, &fingerprint).await? {
+                Claim::Replay {
+                    status,
+                    location,
+                    body,
+                } => return Ok(replay(status, &location, body)),
+                Claim::Acquired { marker } => Some((redis_key, marker, fingerprint)),
+            }
+        }
+        None => None,
+    };
+
+    let id = TransactionId::generate();
+    let transaction = new_transaction(&id, &caller, &new);
+    let body = serde_json::to_string(&transaction).expect("transaction serialises");
+    let location = format!("/transactions/{id}");
+    let message = ChargeMessage {
+        transaction_id: id.to_string(),
+        request_id: request_id.as_str().to_owned(),
+        merchant_id: caller.merchant.clone(),
+        amount: new.amount.minor_units(),
+        currency: new.currency.code().to_owned(),
+        card: CardDetails {
+            number: new.card.expose().to_owned(),
+            expiry_month: new.expiry.month(),
+            expiry_year: new.expiry.year(),
+            cvc: new.cvc.expose().to_owned(),
+        },
+    };
+    let record = NewRecord {
+        id: &id,
+        fields: transaction.to_hash_fields(request_id.as_str()),
+        indexes: indexes(&transaction),
+        message: &message,
+    };
+    let idempotency_write =
+        claim
+            .as_ref()
+            .map(|(redis_key, marker, fingerprint)| IdempotencyWrite {
+                redis_key,
+                marker,
+                completed: Entry::Completed {
+                    fingerprint: fingerprint.clone(),
+                    status: StatusCode::ACCEPTED.as_u16(),
+                    location: location.clone(),
+                    body: body.clone(),
+                }
+                .encode(),
+            });
+
+    // Phase 2: everything in one script.
+    match store::create(&mut conn, &record, idempotency_write.as_ref()).await {
+        Ok(CreateOutcome::Created) => {}
+        Ok(CreateOutcome::ClaimLost) => return Err(idempotency::in_progress()),
+        Ok(CreateOutcome::Refused(reason)) => {
+            release(&mut conn, claim.as_ref()).await;
+            return Err(ApiError::internal(format!("create refused: {reason}")));
+        }
+        Err(error) => {
+            release(&mut conn, claim.as_ref()).await;
+            return Err(error.into());
+        }
+    }
+    tracing::info!(
+        transaction_id = %id,
+        merchant_id = %caller.merchant,
+        amount = new.amount.minor_units(),
+        currency = new.currency.code(),
+        card = %new.card,
+        "transaction accepted"
+    );
+    Ok(accepted(StatusCode::ACCEPTED, &location, body))
+}
+
+async fn release(
+    conn: &mut redis::aio::ConnectionManager,
+    claim: Option<&(String, String, String)>,
+) {
+    if let Some((redis_key, marker, _)) = claim {
+        idempotency::release(conn, redis_key, marker).await;
+    }
+}
+
+fn new_transaction(id: &TransactionId, caller: &Caller, new: &NewTransaction) -> Transaction {
+    let now = now_rfc3339();
+    Transaction {
+        id: id.to_string(),
+        status: Status::Pending,
+        amount: new.amount.minor_units(),
+        currency: new.currency.code().to_owned(),
+        customer_id: new.customer_id.as_ref().map(|c| c.as_str().to_owned()),
+        reference: new.reference.as_ref().map(|r| r.as_str().to_owned()),
+        merchant_id: caller.merchant.clone(),
+        created_by: caller.user.clone(),
+        payment_method: PaymentMethod {
+            kind: "card".to_owned(),
+            brand: new.card.brand().as_str().to_owned(),
+            last4: new.card.last4().to_owned(),
+        },
+        decline_code: None,
+        failure_reason: None,
+        attempts: 0,
+        metadata: new.metadata.as_map().clone(),
+        created_at: now.clone(),
+        updated_at: now,
+    }
+}
+
+/// The indexes a new transaction joins (see [`platform::transaction`]).
+fn indexes(tx: &Transaction) -> Vec<String> {
+    let merchant = tx.merchant_id.as_str();
+    let mut indexes = vec![
+        keys::merchant_index(merchant),
+        keys::status_index(merchant, tx.status),
+        keys::filtered_index(merchant, "created_by", &tx.created_by),
+    ];
+    if let Some(customer) = &tx.customer_id {
+        indexes.push(keys::filtered_index(merchant, "customer", customer));
+    }
+    if let Some(reference) = &tx.reference {
+        indexes.push(keys::filtered_index(merchant, "reference", reference));
+    }
+    indexes
+}
+
+fn accepted(status: StatusCode, location: &str, body: String) -> Response {
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn replay(status: u16, location: &str, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+    let mut response = accepted(status, location, body);
+    response.headers_mut().insert(
+        idempotency::REPLAYED_HEADER,
+        HeaderValue::from_static("true"),
+    );
+    response
+}

@@ -1,0 +1,290 @@
+//! `GET /transactions`: the caller's merchant's transactions, newest
+//! first, filtered, with cursor pagination.
+//!
+//! Every index is a sorted set of ids with score 0, ordered by id, and ids
+//! are UUIDv7, so by creation time. A page is read with ZREVRANGEBYLEX on
+//! the most selective index the filters allow — customer, then reference,
+//! then created_by, then status, then the merchant's whole index — bounded
+//! above by the cursor and `to` and below by `from`. Records are fetched in
+//! one pipelined round trip per batch and the remaining filters checked on
+//! them (the record is the truth: a status may have moved since the index
+//! was read).
+//!
+//! Cost, with N the size of the chosen index and `limit` the page size:
+//! - one filter (or none): O(log N + limit) — the index holds exactly the
+//!   matches, so one batch of `limit + 1` ids. A customer's page costs the
+//!   same however many transactions the merchant's other customers have.
+//! - `from`/`to` alone: the same, they are range bounds on the index.
+//! - several filters: O(log N + k) where k is how many entries of the most
+//!   selective index are scanned to find `limit + 1` matches: at worst that
+//!   whole index (within the `from`/`to` range), e.g. a customer's
+//!   transactions when none has the requested status.
+
+use axum::extract::State;
+use platform::ApiError;
+use platform::auth::Caller;
+use platform::http::{ErrorBody, Json, Query};
+use platform::transaction::{Status, TransactionId, id_bound, keys};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+
+use super::model::Transaction;
+use super::store;
+use crate::AppState;
+use crate::domain::{CustomerId, Reference};
+
+pub const DEFAULT_LIMIT: usize = 20;
+pub const MAX_LIMIT: usize = 100;
+
+/// Query parameters, as text: each is parsed below so that a bad one
+/// answers 400 `invalid_parameter` naming it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this customer's transactions.
+    customer_id: Option<String>,
+    /// Only transactions in this status.
+    #[param(value_type = Option<Status>)]
+    status: Option<String>,
+    /// Only transactions with this merchant reference.
+    reference: Option<String>,
+    /// Only transactions created by this user.
+    created_by: Option<String>,
+    /// Created at or after this RFC 3339 time.
+    #[param(example = "2026-11-22T00:00:00Z")]
+    from: Option<String>,
+    /// Created strictly before this RFC 3339 time.
+    to: Option<String>,
+    /// Page size, 1–100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    starting_after: Option<String>,
+}
+
+/// A page of transactions, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionList {
+    pub data: Vec<Transaction>,
+    /// Whether there are more (older) transactions after this page.
+    pub has_more: bool,
+    /// Pass as `starting_after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The parsed filters.
+#[derive(Debug, Default)]
+struct Filter {
+    customer_id: Option<String>,
+    status: Option<Status>,
+    reference: Option<String>,
+    created_by: Option<String>,
+    /// Lower bound (inclusive) as a ZRANGEBYLEX bound.
+    min: String,
+    /// Upper bound as a ZRANGEBYLEX bound (cursor and `to`, exclusive).
+    max: String,
+    limit: usize,
+}
+
+fn invalid(param: &str, message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_parameter", message).with_param(param)
+}
+
+/// RFC 3339 to Unix milliseconds. A `+` in an offset arrives as a space
+/// when the client did not percent-encode it; put it back.
+fn parse_time(param: &str, text: &str) -> Result<u64, ApiError> {
+    let text = text.replace(' ', "+");
+    let time = OffsetDateTime::parse(&text, &Rfc3339)
+        .map_err(|_| invalid(param, format!("{param} must be an RFC 3339 time")))?;
+    u64::try_from(time.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| invalid(param, format!("{param} must not be before 1970")))
+}
+
+impl ListQuery {
+    fn parse(self) -> Result<Filter, ApiError> {
+        let customer_id = self
+            .customer_id
+            .map(|c| CustomerId::parse(&c).map(|c| c.as_str().to_owned()))
+            .transpose()
+            .map_err(|e| invalid("customer_id", e.message))?;
+        let reference = self
+            .reference
+            .map(|r| Reference::parse(&r).map(|r| r.as_str().to_owned()))
+            .transpose()
+            .map_err(|e| invalid("reference", e.message))?;
+        let created_by = self
+            .created_by
+            .map(|u| {
+                crate::domain::is_token(&u)
+                    .then_some(u)
+                    .ok_or_else(|| invalid("created_by", "created_by must be a user name"))
+            })
+            .transpose()?;
+        let status = self
+            .status
+            .map(|s| s.parse::<Status>())
+            .transpose()
+            .map_err(|_| {
+                invalid(
+                    "status",
+                    "status must be one of pending, processing, succeeded, declined, failed",
+                )
+            })?;
+        let limit = match self.limit {
+            None => DEFAULT_LIMIT,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        "limit",
+                        format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+                    )
+                })?,
+        };
+        let from = self.from.map(|t| parse_time("from", &t)).transpose()?;
+        let to = self.to.map(|t| parse_time("to", &t)).transpose()?;
+        let cursor = self
+            .starting_after
+            .map(|c| TransactionId::parse(&c))
+            .transpose()
+            .map_err(|_| invalid("starting_after", "starting_after must be a transaction id"))?;
+        // Both upper bounds are exclusive; the smaller one wins.
+        let max = [cursor.map(|c| c.to_string()), to.map(id_bound)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or_else(|| "+".to_owned(), |bound| format!("({bound}"));
+        let min = from.map_or_else(|| "-".to_owned(), |ms| format!("[{}", id_bound(ms)));
+        Ok(Filter {
+            customer_id,
+            status,
+            reference,
+            created_by,
+            min,
+            max,
+            limit,
+        })
+    }
+}
+
+impl Filter {
+    /// The most selective index the filters allow, and whether any other
+    /// filter remains to be checked on the records.
+    fn index(&self, merchant: &str) -> (String, bool) {
+        let set = [
+            self.customer_id.is_some(),
+            self.reference.is_some(),
+            self.created_by.is_some(),
+            self.status.is_some(),
+        ]
+        .iter()
+        .filter(|set| **set)
+        .count();
+        let index = if let Some(customer) = &self.customer_id {
+            keys::filtered_index(merchant, "customer", customer)
+        } else if let Some(reference) = &self.reference {
+            keys::filtered_index(merchant, "reference", reference)
+        } else if let Some(user) = &self.created_by {
+            keys::filtered_index(merchant, "created_by", user)
+        } else if let Some(status) = self.status {
+            keys::status_index(merchant, status)
+        } else {
+            keys::merchant_index(merchant)
+        };
+        (index, set > 1)
+    }
+
+    fn matches(&self, merchant: &str, tx: &Transaction) -> bool {
+        tx.merchant_id == merchant
+            && self
+                .customer_id
+                .as_ref()
+                .is_none_or(|c| tx.customer_id.as_ref() == Some(c))
+            && self
+                .reference
+                .as_ref()
+                .is_none_or(|r| tx.reference.as_ref() == Some(r))
+            && self.created_by.as_ref().is_none_or(|u| &tx.created_by == u)
+            && self.status.is_none_or(|s| tx.status == s)
+    }
+}
+
+/// Ids scanned per round trip when filters remain to be checked on the
+/// records: more than a page, since some will not match.
+const FILTERED_BATCH: usize = 200;
+
+/// Lists the caller's merchant's transactions; see the module doc for the
+/// cost of each query shape.
+#[utoipa::path(
+    get,
+    path = "/transactions",
+    tag = "transactions",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page, newest first", body = TransactionList),
+        (status = 400, description = "`invalid_parameter` or `unknown_parameter`; `param` names it", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
+    )
+)]
+pub async fn list_transactions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<TransactionList>, ApiError> {
+    let filter = query.parse()?;
+    let (index, filtered) = filter.index(&caller.merchant);
+    let mut conn = state.redis.conn();
+    let wanted = filter.limit + 1;
+    let mut page: Vec<Transaction> = Vec::with_capacity(wanted);
+    let mut max = filter.max.clone();
+    'scan: loop {
+        let batch = if filtered {
+            FILTERED_BATCH
+        } else {
+            wanted - page.len()
+        };
+        let ids = store::ids_newest_first(&mut conn, &index, &max, &filter.min, batch).await?;
+        let Some(last) = ids.last() else { break };
+        max = format!("({last}");
+        let exhausted = ids.len() < batch;
+        let ids: Vec<TransactionId> = ids
+            .iter()
+            .filter_map(|id| TransactionId::parse(id).ok())
+            .collect();
+        for hash in store::fetch_many(&mut conn, &ids).await? {
+            // A record that vanished between the two reads is skipped.
+            if hash.is_empty() {
+                continue;
+            }
+            let tx = Transaction::from_hash(hash)?;
+            if filter.matches(&caller.merchant, &tx) {
+                page.push(tx);
+                if page.len() == wanted {
+                    break 'scan;
+                }
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let has_more = page.len() > filter.limit;
+    page.truncate(filter.limit);
+    let next_cursor = if has_more {
+        page.last().map(|tx| tx.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(TransactionList {
+        data: page,
+        has_more,
+        next_cursor,
+    }))
+}

@@ -1,0 +1,173 @@
+//! The transaction as clients see it (DESIGN §4), and its mapping to and
+//! from the `tx:{id}` hash of [`platform::transaction`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use platform::ApiError;
+use platform::transaction::Status;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A transaction. Holds no card number or CVC: only brand and last four.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Transaction {
+    /// `tx_` + UUIDv7 (32 hex digits); sorts by creation time.
+    #[schema(example = "tx_019aa2d6c3b07b3e9a1c2d3e4f506172")]
+    pub id: String,
+    pub status: Status,
+    /// Minor units of `currency`.
+    #[schema(example = 1299)]
+    pub amount: u64,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    pub currency: String,
+    pub customer_id: Option<String>,
+    pub reference: Option<String>,
+    pub merchant_id: String,
+    /// The user whose token created the transaction.
+    pub created_by: String,
+    pub payment_method: PaymentMethod,
+    /// Why the PSP declined the card (status `declined` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decline_code: Option<String>,
+    /// Why charging failed (status `failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// Charge attempts made at the PSP so far.
+    pub attempts: u32,
+    pub metadata: BTreeMap<String, String>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+}
+
+/// The card as far as it is kept: never the number or CVC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PaymentMethod {
+    /// Always `card`.
+    #[serde(rename = "type")]
+    #[schema(example = "card")]
+    pub kind: String,
+    /// `visa`, `mastercard`, `amex`, `discover` or `other`.
+    #[schema(example = "visa")]
+    pub brand: String,
+    #[schema(example = "4242")]
+    pub last4: String,
+}
+
+impl Transaction {
+    /// The hash fields of a new record (see [`platform::transaction`]);
+    /// optional fields are left out rather than stored empty.
+    pub fn to_hash_fields(&self, request_id: &str) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("id", self.id.clone()),
+            ("merchant_id", self.merchant_id.clone()),
+            ("status", self.status.as_str().to_owned()),
+            ("amount", self.amount.to_string()),
+            ("currency", self.currency.clone()),
+            ("created_by", self.created_by.clone()),
+            ("brand", self.payment_method.brand.clone()),
+            ("last4", self.payment_method.last4.clone()),
+            (
+                "metadata",
+                serde_json::to_string(&self.metadata).expect("string map serialises"),
+            ),
+            ("attempts", self.attempts.to_string()),
+            ("request_id", request_id.to_owned()),
+            ("created_at", self.created_at.clone()),
+            ("updated_at", self.updated_at.clone()),
+        ];
+        if let Some(customer) = &self.customer_id {
+            fields.push(("customer_id", customer.clone()));
+        }
+        if let Some(reference) = &self.reference {
+            fields.push(("reference", reference.clone()));
+        }
+        fields
+    }
+
+    /// Reads a record hash. A hash that does not decode is a platform bug
+    /// (only core-api and the connector's CAS write it), hence a 500.
+    pub fn from_hash(mut hash: HashMap<String, String>) -> Result<Self, ApiError> {
+        let mut take = |field: &str| hash.remove(field).filter(|value| !value.is_empty());
+        let required = |value: Option<String>, field: &str| {
+            value.ok_or_else(|| ApiError::internal(format!("transaction record lacks {field}")))
+        };
+        let id = required(take("id"), "id")?;
+        let corrupt = |field: &str| ApiError::internal(format!("transaction {id}: bad {field}"));
+        let status = required(take("status"), "status")?
+            .parse::<Status>()
+            .map_err(|_| corrupt("status"))?;
+        let amount = required(take("amount"), "amount")?
+            .parse()
+            .map_err(|_| corrupt("amount"))?;
+        let attempts = take("attempts")
+            .map(|a| a.parse())
+            .transpose()
+            .map_err(|_| corrupt("attempts"))?
+            .unwrap_or(0);
+        let metadata = take("metadata")
+            .map(|m| serde_json::from_str(&m))
+            .transpose()
+            .map_err(|_| corrupt("metadata"))?
+            .unwrap_or_default();
+        Ok(Self {
+            status,
+            amount,
+            currency: required(take("currency"), "currency")?,
+            customer_id: take("customer_id"),
+            reference: take("reference"),
+            merchant_id: required(take("merchant_id"), "merchant_id")?,
+            created_by: required(take("created_by"), "created_by")?,
+            payment_method: PaymentMethod {
+                kind: "card".to_owned(),
+                brand: take("brand").unwrap_or_else(|| "other".to_owned()),
+                last4: take("last4").unwrap_or_default(),
+            },
+            decline_code: take("decline_code"),
+            failure_reason: take("failure_reason"),
+            attempts,
+            metadata,
+            created_at: required(take("created_at"), "created_at")?,
+            updated_at: required(take("updated_at"), "updated_at")?,
+            id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_round_trip() {
+        let tx = Transaction {
+            id: "tx_019aa2d6c3b07b3e9a1c2d3e4f506172".into(),
+            status: Status::Pending,
+            amount: 1299,
+            currency: "EUR".into(),
+            customer_id: Some("cus_1".into()),
+            reference: None,
+            merchant_id: "acme".into(),
+            created_by: "alice".into(),
+            payment_method: PaymentMethod {
+                kind: "card".into(),
+                brand: "visa".into(),
+                last4: "4242".into(),
+            },
+            decline_code: None,
+            failure_reason: None,
+            attempts: 0,
+            metadata: [("k".to_owned(), "v".to_owned())].into(),
+            created_at: "2026-11-22T10:00:00.000Z".into(),
+            updated_at: "2026-11-22T10:00:00.000Z".into(),
+        };
+        let hash = tx
+            .to_hash_fields("req-1")
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(Transaction::from_hash(hash).unwrap(), tx);
+    }
+}

@@ -1,0 +1,142 @@
+//! Redis access for transactions: the atomic create script and the reads
+//! behind `GET /transactions[/{id}]`. Key layout: [`platform::transaction`].
+
+use std::collections::HashMap;
+
+use platform::queue::{self, ChargeMessage};
+use platform::transaction::{TransactionId, keys};
+use redis::aio::ConnectionLike;
+
+/// Writes a new transaction in one atomic step: the record hash, every
+/// index, the queue message and (when the request had an
+/// `Idempotency-Key`) the completed idempotency entry. Redis runs a script
+/// to completion before anything else, and a script is replicated and
+/// persisted as one unit, so a crash or disconnect leaves all or none.
+///
+/// Every check that could refuse comes before the first write (the
+/// idempotency claim is still ours, the id is new, the stream key is a
+/// stream), so a refusal never leaves a partial write either.
+///
+/// KEYS: record, stream, idempotency key (or the record key again when
+/// there is none), then the indexes. ARGV: id, claim marker ('' when no
+/// idempotency key), completed entry, its TTL in ms, queue payload, then
+/// the record's field/value pairs.
+const CREATE_SCRIPT: &str = r#"
+if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then return 'claim_lost' end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'id_taken' end
+local stream_type = redis.call('TYPE', KEYS[2])['ok']
+if stream_type ~= 'none' and stream_type ~= 'stream' then return 'bad_stream' end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+for i = 4, #KEYS do redis.call('ZADD', KEYS[i], 0, ARGV[1]) end
+redis.call('XADD', KEYS[2], '*', 'payload', ARGV[5])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
+return 'ok'
+"#;
+
+/// What the create script did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency claim expired and was taken over: nothing written.
+    ClaimLost,
+    /// Refused before writing anything, for a reason that is a bug or a
+    /// damaged store (id collision, wrong type at the stream key).
+    Refused(String),
+}
+
+/// The idempotency part of a create: the key, our claim marker, and the
+/// completed entry to replace it with.
+pub struct IdempotencyWrite<'a> {
+    pub redis_key: &'a str,
+    pub marker: &'a str,
+    pub completed: String,
+}
+
+pub struct NewRecord<'a> {
+    pub id: &'a TransactionId,
+    pub fields: Vec<(&'static str, String)>,
+    /// Index keys the id joins (merchant, status, customer, …).
+    pub indexes: Vec<String>,
+    pub message: &'a ChargeMessage,
+}
+
+pub async fn create<C: ConnectionLike + Send>(
+    conn: &mut C,
+    record: &NewRecord<'_>,
+    idempotency: Option<&IdempotencyWrite<'_>>,
+) -> redis::RedisResult<CreateOutcome> {
+    static SCRIPT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(CREATE_SCRIPT));
+    let record_key = keys::record(record.id);
+    let mut invocation = SCRIPT.key(&record_key);
+    invocation.key(queue::STREAM);
+    invocation.key(idempotency.map_or(record_key.as_str(), |i| i.redis_key));
+    for index in &record.indexes {
+        invocation.key(index);
+    }
+    invocation.arg(record.id.as_str());
+    match idempotency {
+        Some(write) => invocation
+            .arg(write.marker)
+            .arg(&write.completed)
+            .arg(crate::idempotency::RETENTION.as_millis() as u64),
+        None => invocation.arg("").arg("").arg(0),
+    };
+    invocation.arg(record.message.to_payload());
+    for (field, value) in &record.fields {
+        invocation.arg(*field).arg(value);
+    }
+    let outcome: String = invocation.invoke_async(conn).await?;
+    Ok(match outcome.as_str() {
+        "ok" => CreateOutcome::Created,
+        "claim_lost" => CreateOutcome::ClaimLost,
+        other => CreateOutcome::Refused(other.to_owned()),
+    })
+}
+
+/// The record hash of `id`; empty when there is none. O(fields).
+pub async fn fetch<C: ConnectionLike + Send>(
+    conn: &mut C,
+    id: &TransactionId,
+) -> redis::RedisResult<HashMap<String, String>> {
+    redis::cmd("HGETALL")
+        .arg(keys::record(id))
+        .query_async(conn)
+        .await
+}
+
+/// The record hashes of `ids`, in order, in one round trip.
+pub async fn fetch_many<C: ConnectionLike + Send>(
+    conn: &mut C,
+    ids: &[TransactionId],
+) -> redis::RedisResult<Vec<HashMap<String, String>>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("HGETALL").arg(keys::record(id));
+    }
+    pipe.query_async(conn).await
+}
+
+/// Up to `count` ids of `index`, newest first, between `max` and `min`
+/// (ZREVRANGEBYLEX bounds: `+`, `-`, `(x` exclusive, `[x` inclusive).
+/// O(log N + count).
+pub async fn ids_newest_first<C: ConnectionLike + Send>(
+    conn: &mut C,
+    index: &str,
+    max: &str,
+    min: &str,
+    count: usize,
+) -> redis::RedisResult<Vec<String>> {
+    redis::cmd("ZREVRANGEBYLEX")
+        .arg(index)
+        .arg(max)
+        .arg(min)
+        .arg("LIMIT")
+        .arg(0)
+        .arg(count)
+        .query_async(conn)
+        .await
+}
