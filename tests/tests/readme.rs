@@ -1,47 +1,21 @@
-//! The README's HTTPie walkthrough, executed verbatim against a booted
-//! stack: if the README drifts from the product, this fails.
+//! The README's HTTPie walkthrough, executed verbatim (by
+//! `scripts/walkthrough`) against a booted stack: if the README drifts from
+//! the product, this fails.
 
 use std::process::Command;
 
 use e2e::stack::Stack;
 use serde_json::Value;
 
-fn walkthrough() -> String {
-    let readme = std::fs::read_to_string(e2e::repo_root().join("README.md")).unwrap();
-    let section = readme
-        .split("<!-- walkthrough:begin -->")
-        .nth(1)
-        .and_then(|rest| rest.split("<!-- walkthrough:end -->").next())
-        .expect("README has a walkthrough:begin/end section");
-    let code = section
-        .split("```sh")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("the walkthrough section holds a ```sh block");
-    code.to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_walkthrough_works_verbatim() {
     let http = platform::testing::require_program("http", "`apt-get install httpie`, or `nix develop`");
     platform::testing::require_program("jq", "`apt-get install jq`, or `nix develop`");
     let stack = Stack::boot().await;
-    let script = walkthrough().replace(":8000", &format!(":{}", stack.port(8000)));
-
-    // HTTPie reads a request body from stdin when stdin is not a terminal,
-    // as in CI; the user's terminal has none, so ignore it here. Fail on any
-    // 4xx/5xx, which the README never expects.
-    let config = tempfile::tempdir().unwrap();
-    std::fs::write(
-        config.path().join("config.json"),
-        r#"{"default_options": ["--ignore-stdin", "--check-status", "--timeout=10"]}"#,
-    )
-    .unwrap();
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg(format!("set -euo pipefail\n{script}"))
-        .env("HTTPIE_CONFIG_DIR", config.path())
-        .env("HOME", config.path())
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new(e2e::repo_root().join("scripts/walkthrough"))
+        .env("PLATFORM_PORT", stack.port(8000).to_string())
+        .env("HOME", home.path())
         .env("PATH", format!("{}:{}", http.parent().unwrap().display(), std::env::var("PATH").unwrap()))
         .output()
         .unwrap();
