@@ -13,7 +13,9 @@ async fn readme_walkthrough_works_verbatim() {
     platform::testing::require_program("jq", "`apt-get install jq`, or `nix develop`");
     let stack = Stack::boot().await;
     let home = tempfile::tempdir().unwrap();
-    let output = Command::new(e2e::repo_root().join("scripts/walkthrough"))
+    // Through bash, not the shebang: the Nix build sandbox has no /usr/bin/env.
+    let output = Command::new("bash")
+        .arg(e2e::repo_root().join("scripts/walkthrough"))
         .env("PLATFORM_PORT", stack.port(8000).to_string())
         .env("HOME", home.path())
         .env("PATH", format!("{}:{}", http.parent().unwrap().display(), std::env::var("PATH").unwrap()))

@@ -1,0 +1,236 @@
+# NixOS module: the same four services, supervised by systemd on a real host
+# (Type=notify with the READY/WATCHDOG/STOPPING protocol the services speak),
+# wired to a Redis from services.redis.servers and a Caddy from services.caddy.
+{ self }:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.payment-platform;
+  inherit (lib)
+    mkEnableOption
+    mkOption
+    mkIf
+    types
+    ;
+  packages = self.packages.${pkgs.stdenv.hostPlatform.system};
+  redisUrl = "redis://127.0.0.1:${toString cfg.redis.port}";
+  redisUnit = "redis-${cfg.redis.name}.service";
+
+  # Settings every unit shares: notify protocol, watchdog, no fixed user,
+  # secrets from a file kept out of the store.
+  mkUnit =
+    {
+      description,
+      package,
+      environment,
+      needsSecrets ? false,
+      needsRedis ? true,
+    }:
+    {
+      inherit description environment;
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network.target" ] ++ lib.optional needsRedis redisUnit;
+      requires = lib.optional needsRedis redisUnit;
+      serviceConfig = {
+        Type = "notify";
+        NotifyAccess = "main";
+        ExecStart = lib.getExe package;
+        WatchdogSec = cfg.watchdogSec;
+        Restart = "on-failure";
+        RestartSec = "1s";
+        # Longer than the services' own drain (SHUTDOWN_TIMEOUT_SECS, 10 s).
+        TimeoutStopSec = "15s";
+        DynamicUser = true;
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+      }
+      // lib.optionalAttrs (needsSecrets && cfg.environmentFile != null) {
+        EnvironmentFile = cfg.environmentFile;
+      };
+    };
+in
+{
+  options.services.payment-platform = {
+    enable = mkEnableOption "the payment platform (auth-api, core-api, psp-connector, psp-sandbox)";
+
+    environmentFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/run/secrets/payment-platform.env";
+      description = "File with `JWT_SECRET=…` (at least 32 bytes), read by auth-api and core-api. Keep it out of the Nix store.";
+    };
+
+    usersFile = mkOption {
+      type = types.path;
+      description = "TOML file of users (username, merchant, argon2id PHC hash) for auth-api. The repository's config/users.toml is for development only.";
+    };
+
+    tokenTtlSecs = mkOption {
+      type = types.ints.positive;
+      default = 30;
+      description = "Lifetime of issued tokens (AUTH_TOKEN_TTL_SECS).";
+    };
+
+    watchdogSec = mkOption {
+      type = types.str;
+      default = "30s";
+      description = "systemd WatchdogSec for every unit; services ping at half of it while healthy.";
+    };
+
+    gatewayPort = mkOption {
+      type = types.port;
+      default = 8000;
+      description = "Port Caddy listens on (PLATFORM_PORT).";
+    };
+
+    authApiPort = mkOption {
+      type = types.port;
+      default = 7101;
+    };
+
+    coreApi = {
+      basePort = mkOption {
+        type = types.port;
+        default = 7200;
+        description = "Replica N of core-api listens on basePort + N.";
+      };
+      replicas = mkOption {
+        type = types.ints.positive;
+        default = 2;
+      };
+    };
+
+    pspConnector = {
+      basePort = mkOption {
+        type = types.port;
+        default = 7300;
+        description = "Replica N's health endpoints listen on basePort + N.";
+      };
+      replicas = mkOption {
+        type = types.ints.positive;
+        default = 2;
+      };
+      pspUrl = mkOption {
+        type = types.str;
+        default = "http://127.0.0.1:${toString cfg.sandbox.port}";
+        defaultText = "the local psp-sandbox";
+        description = "PSP_URL: where charges are sent.";
+      };
+    };
+
+    sandbox = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Run the PSP sandbox (disable when PSP_URL points at a real PSP).";
+      };
+      port = mkOption {
+        type = types.port;
+        default = 7401;
+      };
+    };
+
+    redis = {
+      name = mkOption {
+        type = types.str;
+        default = "payment-platform";
+        description = "Name of the services.redis.servers entry (unit redis-<name>.service).";
+      };
+      port = mkOption {
+        type = types.port;
+        default = 6390;
+      };
+    };
+
+    caddy.enable = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Serve the gateway with services.caddy using the project's Caddyfile.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    services.redis.servers.${cfg.redis.name} = {
+      enable = true;
+      port = cfg.redis.port;
+      bind = "127.0.0.1";
+      appendOnly = true;
+      appendFsync = "everysec";
+    };
+
+    systemd.services =
+      {
+        payment-auth-api = mkUnit {
+          description = "Payment platform: auth-api";
+          package = packages.auth-api;
+          needsSecrets = true;
+          environment = {
+            AUTH_API_ADDR = "127.0.0.1:${toString cfg.authApiPort}";
+            AUTH_USERS_FILE = toString cfg.usersFile;
+            AUTH_TOKEN_TTL_SECS = toString cfg.tokenTtlSecs;
+            REDIS_URL = redisUrl;
+          };
+        };
+      }
+      // lib.optionalAttrs cfg.sandbox.enable {
+        payment-psp-sandbox = mkUnit {
+          description = "Payment platform: psp-sandbox";
+          package = packages.psp-sandbox;
+          needsRedis = false;
+          environment.PSP_SANDBOX_ADDR = "127.0.0.1:${toString cfg.sandbox.port}";
+        };
+      }
+      // lib.listToAttrs (
+        lib.genList (n: {
+          name = "payment-core-api-${toString n}";
+          value = mkUnit {
+            description = "Payment platform: core-api replica ${toString n}";
+            package = packages.core-api;
+            needsSecrets = true;
+            environment = {
+              CORE_API_ADDR = "127.0.0.1:${toString (cfg.coreApi.basePort + n)}";
+              REDIS_URL = redisUrl;
+            };
+          };
+        }) cfg.coreApi.replicas
+      )
+      // lib.listToAttrs (
+        lib.genList (n: {
+          name = "payment-psp-connector-${toString n}";
+          value = mkUnit {
+            description = "Payment platform: psp-connector replica ${toString n}";
+            package = packages.psp-connector;
+            environment = {
+              PSP_CONNECTOR_ADDR = "127.0.0.1:${toString (cfg.pspConnector.basePort + n)}";
+              CONNECTOR_CONSUMER_NAME = "psp-connector-${toString n}";
+              PSP_URL = cfg.pspConnector.pspUrl;
+              REDIS_URL = redisUrl;
+            };
+          };
+        }) cfg.pspConnector.replicas
+      )
+      // lib.optionalAttrs cfg.caddy.enable {
+        caddy.environment = {
+          PLATFORM_PORT = toString cfg.gatewayPort;
+          AUTH_API_UPSTREAMS = "127.0.0.1:${toString cfg.authApiPort}";
+          CORE_API_UPSTREAMS = lib.concatMapStringsSep " " (
+            n: "127.0.0.1:${toString (cfg.coreApi.basePort + n)}"
+          ) (lib.genList (n: n) cfg.coreApi.replicas);
+        };
+      };
+
+    services.caddy = mkIf cfg.caddy.enable {
+      enable = true;
+      configFile = ../caddy/Caddyfile;
+      adapter = "caddyfile";
+      # The Caddyfile turns the admin API off, which `caddy reload` needs.
+      enableReload = false;
+    };
+  };
+}
