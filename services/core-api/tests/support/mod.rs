@@ -64,15 +64,13 @@ impl App {
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(response) = self
+            let response = self
                 .client
                 .get(format!("{}/readyz", self.base))
                 .send()
-                .await
-            {
-                if response.status() == 200 {
-                    return;
-                }
+                .await;
+            if response.is_ok_and(|r| r.status() == 200) {
+                return;
             }
             assert!(Instant::now() < deadline, "core-api did not become ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
