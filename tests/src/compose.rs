@@ -200,18 +200,24 @@ fn render(template: &str, replica: usize, process: &str) -> String {
 }
 
 fn split_env(entry: &str) -> (String, String) {
-    let (key, value) = entry.split_once('=').unwrap_or_else(|| panic!("environment entry {entry:?} has no '='"));
+    let (key, value) = entry
+        .split_once('=')
+        .unwrap_or_else(|| panic!("environment entry {entry:?} has no '='"));
     (key.to_owned(), value.to_owned())
 }
 
 impl ComposeFile {
     /// Reads and expands the file; `lookup` supplies load-time variables.
     pub fn load(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Self {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         let expanded = expand_load_time(&text, lookup);
-        let file: ComposeFile =
-            serde_yaml_ng::from_str(&expanded).unwrap_or_else(|e| panic!("{} is not valid: {e}", path.display()));
-        assert!(file.is_strict, "process-compose.yaml must set is_strict: true");
+        let file: ComposeFile = serde_yaml_ng::from_str(&expanded)
+            .unwrap_or_else(|e| panic!("{} is not valid: {e}", path.display()));
+        assert!(
+            file.is_strict,
+            "process-compose.yaml must set is_strict: true"
+        );
         file
     }
 
@@ -248,15 +254,25 @@ impl ComposeFile {
                     );
                     probe
                 });
-                let shutdown = spec.shutdown.clone().unwrap_or(ShutdownSpec { signal: None, timeout_seconds: None });
+                let shutdown = spec.shutdown.clone().unwrap_or(ShutdownSpec {
+                    signal: None,
+                    timeout_seconds: None,
+                });
                 processes.push(Process {
                     name,
                     base_name: base_name.clone(),
                     replica,
                     command: render(&spec.command, replica, base_name),
-                    working_dir: spec.working_dir.as_ref().map(|d| render(d, replica, base_name)),
+                    working_dir: spec
+                        .working_dir
+                        .as_ref()
+                        .map(|d| render(d, replica, base_name)),
                     environment,
-                    depends_on: spec.depends_on.iter().map(|(k, v)| (k.clone(), v.condition)).collect(),
+                    depends_on: spec
+                        .depends_on
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.condition))
+                        .collect(),
                     readiness,
                     shutdown_signal: shutdown.signal.unwrap_or(15),
                     shutdown_timeout_secs: shutdown.timeout_seconds.unwrap_or(10),
@@ -269,7 +285,11 @@ impl ComposeFile {
                     panic!("process {}: depends on {dependency}, which is not defined (replicas are name-N)", process.name)
                 });
                 if *condition == Condition::ProcessHealthy {
-                    assert!(target.readiness.is_some(), "{dependency} has no readiness probe but {} waits for it to be healthy", process.name);
+                    assert!(
+                        target.readiness.is_some(),
+                        "{dependency} has no readiness probe but {} waits for it to be healthy",
+                        process.name
+                    );
                 }
             }
         }
@@ -280,7 +300,11 @@ impl ComposeFile {
 impl Process {
     /// The value of `variable` in this process's environment, if set.
     pub fn env(&self, variable: &str) -> Option<&str> {
-        self.environment.iter().rev().find(|(k, _)| k == variable).map(|(_, v)| v.as_str())
+        self.environment
+            .iter()
+            .rev()
+            .find(|(k, _)| k == variable)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Programs the command runs (`a && exec b` → `[a, b]`), skipping
@@ -316,7 +340,10 @@ impl Process {
 fn is_assignment(word: &str) -> bool {
     match word.split_once('=') {
         Some((name, _)) => {
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
         }
         None => false,
     }
@@ -329,6 +356,9 @@ mod tests {
     #[test]
     fn load_time_expansion() {
         let lookup = |name: &str| (name == "HOME").then(|| "/h".to_owned());
-        assert_eq!(expand_load_time("a $HOME ${HOME} $$HOME $${X:-1} $UNSET.", &lookup), "a /h /h $HOME ${X:-1} .");
+        assert_eq!(
+            expand_load_time("a $HOME ${HOME} $$HOME $${X:-1} $UNSET.", &lookup),
+            "a /h /h $HOME ${X:-1} ."
+        );
     }
 }

@@ -12,7 +12,10 @@ use std::path::PathBuf;
 
 /// The repository root (where process-compose.yaml lives).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The directory cargo put this build's binaries in (`target/debug`).

@@ -34,7 +34,8 @@ pub struct StackOptions {
 
 impl StackOptions {
     pub fn env(mut self, process: &str, variable: &str, value: &str) -> Self {
-        self.env.push((process.into(), variable.into(), value.into()));
+        self.env
+            .push((process.into(), variable.into(), value.into()));
         self
     }
 }
@@ -90,15 +91,22 @@ impl Stack {
     }
 
     pub async fn boot_with(options: StackOptions) -> Stack {
-        platform::testing::require_program("redis-server", "`apt-get install redis-server`, or `nix develop`");
+        platform::testing::require_program(
+            "redis-server",
+            "`apt-get install redis-server`, or `nix develop`",
+        );
         platform::testing::require_program("caddy", "`apt-get install caddy`, or `nix develop`");
         let root = crate::repo_root();
         let dir = tempfile::tempdir().expect("stack temp dir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
-        let ports: BTreeMap<u16, u16> =
-            DEFAULT_PORTS.iter().map(|&p| (p, platform::testing::free_port())).collect();
+        let ports: BTreeMap<u16, u16> = DEFAULT_PORTS
+            .iter()
+            .map(|&p| (p, platform::testing::free_port()))
+            .collect();
 
-        let file = ComposeFile::load(&root.join("process-compose.yaml"), &|name| std::env::var(name).ok());
+        let file = ComposeFile::load(&root.join("process-compose.yaml"), &|name| {
+            std::env::var(name).ok()
+        });
         let processes: Vec<Process> = file
             .processes()
             .into_iter()
@@ -139,16 +147,24 @@ impl Stack {
         let deadline = Instant::now() + BOOT_TIMEOUT;
         let mut started: BTreeMap<String, bool> = BTreeMap::new(); // name → healthy
         while started.len() < self.processes.len() || started.values().any(|healthy| !healthy) {
-            assert!(Instant::now() < deadline, "stack not ready within {BOOT_TIMEOUT:?}: {started:?}\n{}", self.all_logs());
+            assert!(
+                Instant::now() < deadline,
+                "stack not ready within {BOOT_TIMEOUT:?}: {started:?}\n{}",
+                self.all_logs()
+            );
             for process in &self.processes {
                 if started.contains_key(&process.name) {
                     continue;
                 }
-                let ready_to_start = process.depends_on.iter().all(|(dependency, condition)| match condition {
-                    Condition::ProcessStarted => started.contains_key(dependency),
-                    Condition::ProcessHealthy => started.get(dependency) == Some(&true),
-                    Condition::ProcessCompletedSuccessfully => false,
-                });
+                let ready_to_start =
+                    process
+                        .depends_on
+                        .iter()
+                        .all(|(dependency, condition)| match condition {
+                            Condition::ProcessStarted => started.contains_key(dependency),
+                            Condition::ProcessHealthy => started.get(dependency) == Some(&true),
+                            Condition::ProcessCompletedSuccessfully => false,
+                        });
                 if ready_to_start {
                     self.spawn(process);
                     started.insert(process.name.clone(), process.readiness.is_none());
@@ -167,13 +183,24 @@ impl Stack {
     }
 
     fn process(&self, name: &str) -> &Process {
-        self.processes.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no process {name}"))
+        self.processes
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
     }
 
     fn spawn(&self, process: &Process) {
         let log_path = self.log_path(&process.name);
-        let log = File::options().create(true).append(true).open(&log_path).expect("open log");
-        let path = format!("{}:{}", crate::binary_dir().display(), std::env::var("PATH").unwrap_or_default());
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("open log");
+        let path = format!(
+            "{}:{}",
+            crate::binary_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let mut command = Command::new("bash");
         command
             .arg("-c")
@@ -197,31 +224,48 @@ impl Stack {
             // Its own process group, as process-compose does, so a signal
             // reaches the service and not the test.
             .process_group(0);
-        let child = command.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", process.name));
-        self.children.lock().unwrap().insert(process.name.clone(), child);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", process.name));
+        self.children
+            .lock()
+            .unwrap()
+            .insert(process.name.clone(), child);
     }
 
     fn assert_running(&self, name: &str) {
         let mut children = self.children.lock().unwrap();
-        if let Some(child) = children.get_mut(name) {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("{name} exited during start-up with {status}:\n{}", self.log(name));
-            }
+        if let Some(child) = children.get_mut(name)
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!(
+                "{name} exited during start-up with {status}:\n{}",
+                self.log(name)
+            );
         }
     }
 
     /// One readiness probe of `process`, as process-compose would run it.
     pub async fn probe(&self, process: &Process) -> bool {
-        let Some(probe) = &process.readiness else { return true };
+        let Some(probe) = &process.readiness else {
+            return true;
+        };
         let timeout = Duration::from_secs(probe.timeout_seconds.max(1));
         if let Some(http) = &probe.http_get {
             let scheme = http.scheme.as_deref().unwrap_or("http");
             let url = format!("{scheme}://{}:{}{}", http.host, http.port, http.path);
-            let client = reqwest::Client::builder().timeout(timeout).build().expect("client");
+            let client = reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("client");
             return matches!(client.get(url).send().await, Ok(r) if r.status() == 200);
         }
         let exec = probe.exec.as_ref().expect("exec or http_get");
-        let path = format!("{}:{}", crate::binary_dir().display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            crate::binary_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let status = tokio::process::Command::new("bash")
             .arg("-c")
             .arg(&exec.command)
@@ -269,13 +313,22 @@ impl Stack {
     }
 
     pub fn pid(&self, name: &str) -> u32 {
-        self.children.lock().unwrap().get(name).unwrap_or_else(|| panic!("{name} not running")).id()
+        self.children
+            .lock()
+            .unwrap()
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} not running"))
+            .id()
     }
 
     /// Sends `signal` (`"KILL"`, `"TERM"`) to `name`'s process group.
     pub fn signal(&self, name: &str, signal: &str) {
         let pid = self.pid(name);
-        let _ = Command::new("kill").arg(format!("-{signal}")).arg("--").arg(format!("-{pid}")).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg("--")
+            .arg(format!("-{pid}"))
+            .status();
     }
 
     /// Waits for `name` to exit and returns its exit code (None: signal).
@@ -284,12 +337,17 @@ impl Stack {
         loop {
             {
                 let mut children = self.children.lock().unwrap();
-                let child = children.get_mut(name).unwrap_or_else(|| panic!("{name} not running"));
+                let child = children
+                    .get_mut(name)
+                    .unwrap_or_else(|| panic!("{name} not running"));
                 if let Some(status) = child.try_wait().expect("try_wait") {
                     return status.code();
                 }
             }
-            assert!(Instant::now() < deadline, "{name} did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -305,7 +363,11 @@ impl Stack {
         let deadline = Instant::now() + BOOT_TIMEOUT;
         while !self.probe(&process).await {
             self.assert_running(name);
-            assert!(Instant::now() < deadline, "{name} not ready after restart:\n{}", self.log(name));
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready after restart:\n{}",
+                self.log(name)
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -323,7 +385,9 @@ impl Stack {
         let mut children = self.children.lock().unwrap();
         // Reverse start order: the gateway first, Redis last.
         for process in self.processes.iter().rev() {
-            let Some(child) = children.get_mut(&process.name) else { continue };
+            let Some(child) = children.get_mut(&process.name) else {
+                continue;
+            };
             if child.try_wait().ok().flatten().is_some() {
                 continue;
             }
@@ -338,7 +402,11 @@ impl Stack {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if child.try_wait().ok().flatten().is_none() {
-                let _ = Command::new("kill").arg("-KILL").arg("--").arg(format!("-{pid}")).status();
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg("--")
+                    .arg(format!("-{pid}"))
+                    .status();
                 let _ = child.wait();
             }
         }
@@ -372,7 +440,10 @@ fn tree_rss_kib(pid: u32) -> u64 {
     let own = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
-            status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0);
     let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))

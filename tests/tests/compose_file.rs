@@ -22,7 +22,12 @@ fn reads(program: &str) -> BTreeSet<String> {
         "core-api" => core_api::Config::VARS,
         "psp-connector" => psp_connector::Config::VARS,
         "psp-sandbox" => psp_sandbox::Config::VARS,
-        "caddy" => return caddyfile_variables().into_iter().chain(["XDG_CONFIG_HOME".into(), "XDG_DATA_HOME".into()]).collect(),
+        "caddy" => {
+            return caddyfile_variables()
+                .into_iter()
+                .chain(["XDG_CONFIG_HOME".into(), "XDG_DATA_HOME".into()])
+                .collect();
+        }
         _ => &[],
     };
     service
@@ -47,7 +52,12 @@ fn every_command_runs_a_binary_we_build_or_a_known_tool() {
     let bin_dir = e2e::binary_dir();
     for process in compose().processes() {
         let programs = process.programs();
-        assert!(!programs.is_empty(), "{}: no program in {:?}", process.name, process.command);
+        assert!(
+            !programs.is_empty(),
+            "{}: no program in {:?}",
+            process.name,
+            process.command
+        );
         for program in programs {
             if WORKSPACE_BINARIES.contains(&program.as_str()) {
                 assert!(
@@ -75,16 +85,31 @@ fn every_variable_set_is_read_by_someone() {
     for process in &processes {
         let readers: BTreeSet<String> = process.programs().iter().flat_map(|p| reads(p)).collect();
         let spec = &file.processes[&process.base_name];
-        let own = spec.environment.iter().map(|e| e.split('=').next().unwrap().to_owned());
+        let own = spec
+            .environment
+            .iter()
+            .map(|e| e.split('=').next().unwrap().to_owned());
         for variable in own.chain(process.inline_assignments()) {
-            assert!(readers.contains(&variable), "{}: sets {variable}, which {:?} does not read", process.name, process.programs());
+            assert!(
+                readers.contains(&variable),
+                "{}: sets {variable}, which {:?} does not read",
+                process.name,
+                process.programs()
+            );
         }
     }
     // Global: each entry must be read by at least one process.
     for entry in &file.environment {
         let variable = entry.split('=').next().unwrap();
-        let read = processes.iter().any(|p| p.programs().iter().any(|program| reads(program).contains(variable)));
-        assert!(read, "global environment sets {variable}, which no process reads");
+        let read = processes.iter().any(|p| {
+            p.programs()
+                .iter()
+                .any(|program| reads(program).contains(variable))
+        });
+        assert!(
+            read,
+            "global environment sets {variable}, which no process reads"
+        );
     }
 }
 
@@ -92,18 +117,38 @@ fn every_variable_set_is_read_by_someone() {
 fn supervision_policy_is_complete() {
     let file = compose();
     assert!(!file.processes.is_empty());
-    let namespaces: BTreeSet<&str> = file.processes.values().filter_map(|p| p.namespace.as_deref()).collect();
+    let namespaces: BTreeSet<&str> = file
+        .processes
+        .values()
+        .filter_map(|p| p.namespace.as_deref())
+        .collect();
     assert_eq!(namespaces, BTreeSet::from(["infra", "services", "sandbox"]));
     for (name, spec) in &file.processes {
         assert!(spec.readiness_probe.is_some(), "{name}: no readiness probe");
-        let availability = spec.availability.as_ref().unwrap_or_else(|| panic!("{name}: no availability"));
+        let availability = spec
+            .availability
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no availability"));
         assert_eq!(availability.restart, "on_failure", "{name}");
-        assert!(availability.max_restarts.unwrap_or(0) > 0, "{name}: restarts must be capped");
-        assert!(availability.backoff_seconds.unwrap_or(0) > 0, "{name}: restarts need a backoff");
-        let shutdown = spec.shutdown.as_ref().unwrap_or_else(|| panic!("{name}: no shutdown"));
+        assert!(
+            availability.max_restarts.unwrap_or(0) > 0,
+            "{name}: restarts must be capped"
+        );
+        assert!(
+            availability.backoff_seconds.unwrap_or(0) > 0,
+            "{name}: restarts need a backoff"
+        );
+        let shutdown = spec
+            .shutdown
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no shutdown"));
         assert_eq!(shutdown.signal, Some(15), "{name}: SIGTERM");
         // Longer than the services' own drain (SHUTDOWN_TIMEOUT_SECS, 10 s).
-        assert!(shutdown.timeout_seconds.unwrap_or(0) > platform::config::DEFAULT_SHUTDOWN_TIMEOUT.as_secs(), "{name}");
+        assert!(
+            shutdown.timeout_seconds.unwrap_or(0)
+                > platform::config::DEFAULT_SHUTDOWN_TIMEOUT.as_secs(),
+            "{name}"
+        );
     }
     assert_eq!(file.processes["core-api"].replicas, 2);
     assert_eq!(file.processes["psp-connector"].replicas, 2);
@@ -112,15 +157,22 @@ fn supervision_policy_is_complete() {
 #[test]
 fn dev_secret_is_marked_dev_only() {
     let text = std::fs::read_to_string(e2e::repo_root().join("process-compose.yaml")).unwrap();
-    let line = text.lines().position(|l| l.contains("JWT_SECRET=")).expect("JWT_SECRET in the global environment");
+    let line = text
+        .lines()
+        .position(|l| l.contains("JWT_SECRET="))
+        .expect("JWT_SECRET in the global environment");
     let lines: Vec<&str> = text.lines().collect();
     let context = lines[line.saturating_sub(3)..=line].join("\n");
-    assert!(context.contains("DEV ONLY"), "the dev JWT_SECRET must be marked DEV ONLY:\n{context}");
+    assert!(
+        context.contains("DEV ONLY"),
+        "the dev JWT_SECRET must be marked DEV ONLY:\n{context}"
+    );
 }
 
 #[test]
 fn caddyfile_is_valid_and_formatted() {
-    let caddy = platform::testing::require_program("caddy", "`apt-get install caddy`, or `nix develop`");
+    let caddy =
+        platform::testing::require_program("caddy", "`apt-get install caddy`, or `nix develop`");
     let path = e2e::repo_root().join("caddy/Caddyfile");
     let home = tempfile::tempdir().unwrap();
     let validate = Command::new(&caddy)
@@ -131,9 +183,16 @@ fn caddyfile_is_valid_and_formatted() {
         .env("XDG_DATA_HOME", home.path())
         .output()
         .unwrap();
-    assert!(validate.status.success(), "caddy validate failed: {}", String::from_utf8_lossy(&validate.stderr));
+    assert!(
+        validate.status.success(),
+        "caddy validate failed: {}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
     let formatted = Command::new(&caddy).arg("fmt").arg(&path).output().unwrap();
     assert!(formatted.status.success());
     let original = std::fs::read(&path).unwrap();
-    assert!(formatted.stdout == original, "caddy fmt would change caddy/Caddyfile: run `caddy fmt --overwrite caddy/Caddyfile`");
+    assert!(
+        formatted.stdout == original,
+        "caddy fmt would change caddy/Caddyfile: run `caddy fmt --overwrite caddy/Caddyfile`"
+    );
 }

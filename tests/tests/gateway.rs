@@ -11,7 +11,10 @@ async fn login(client: &reqwest::Client, gateway: &str, user: &str) -> String {
     // What `http --form post :8000/auth/token username=… password=…` sends.
     let response = client
         .post(format!("{gateway}/auth/token"))
-        .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
         .body(format!("username={user}&password=password"))
         .send()
         .await
@@ -34,7 +37,12 @@ fn payment(card: &str, customer: &str, reference: &str) -> Value {
     })
 }
 
-async fn create(client: &reqwest::Client, gateway: &str, token: &str, body: &Value) -> reqwest::Response {
+async fn create(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    body: &Value,
+) -> reqwest::Response {
     client
         .post(format!("{gateway}/transactions"))
         .bearer_auth(token)
@@ -57,7 +65,10 @@ async fn wait_final(client: &reqwest::Client, gateway: &str, token: &str, id: &s
             .json()
             .await
             .unwrap();
-        let status = transaction["status"].as_str().unwrap_or_default().to_owned();
+        let status = transaction["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if ["succeeded", "declined", "failed"].contains(&status.as_str()) {
             return transaction;
         }
@@ -75,9 +86,18 @@ async fn merchant_pays_and_lists_through_the_gateway() {
     let token = login(&client, &gateway, "alice").await;
 
     let customer = format!("cus_{}", uuid::Uuid::new_v4().simple());
-    let response = create(&client, &gateway, &token, &payment("4242424242424242", &customer, "order-1")).await;
+    let response = create(
+        &client,
+        &gateway,
+        &token,
+        &payment("4242424242424242", &customer, "order-1"),
+    )
+    .await;
     assert_eq!(response.status(), 202);
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let created: Value = response.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -85,22 +105,36 @@ async fn merchant_pays_and_lists_through_the_gateway() {
     assert_eq!(created["status"], "pending");
     assert_eq!(created["merchant_id"], "acme");
     assert_eq!(created["created_by"], "alice");
-    assert_eq!(created["payment_method"], json!({"type": "card", "brand": "visa", "last4": "4242"}));
+    assert_eq!(
+        created["payment_method"],
+        json!({"type": "card", "brand": "visa", "last4": "4242"})
+    );
     assert!(!created.to_string().contains("4242424242424242"));
 
     let settled = wait_final(&client, &gateway, &token, &id).await;
     assert_eq!(settled["status"], "succeeded", "{settled}");
 
-    let declined = create(&client, &gateway, &token, &payment("4000000000000002", &customer, "order-2")).await;
+    let declined = create(
+        &client,
+        &gateway,
+        &token,
+        &payment("4000000000000002", &customer, "order-2"),
+    )
+    .await;
     assert_eq!(declined.status(), 202);
-    let declined_id = declined.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let declined_id = declined.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let declined = wait_final(&client, &gateway, &token, &declined_id).await;
     assert_eq!(declined["status"], "declined", "{declined}");
     assert_eq!(declined["decline_code"], "card_declined");
 
     // List with filters, newest first.
     let listed: Value = client
-        .get(format!("{gateway}/transactions?customer_id={customer}&limit=10"))
+        .get(format!(
+            "{gateway}/transactions?customer_id={customer}&limit=10"
+        ))
         .bearer_auth(&token)
         .send()
         .await
@@ -108,10 +142,17 @@ async fn merchant_pays_and_lists_through_the_gateway() {
         .json()
         .await
         .unwrap();
-    let ids: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![declined_id.as_str(), id.as_str()]);
     let succeeded: Value = client
-        .get(format!("{gateway}/transactions?customer_id={customer}&status=succeeded"))
+        .get(format!(
+            "{gateway}/transactions?customer_id={customer}&status=succeeded"
+        ))
         .bearer_auth(&token)
         .send()
         .await
@@ -124,20 +165,34 @@ async fn merchant_pays_and_lists_through_the_gateway() {
 
     // Another merchant sees none of it.
     let bob = login(&client, &gateway, "bob").await;
-    let foreign = client.get(format!("{gateway}/transactions/{id}")).bearer_auth(&bob).send().await.unwrap();
+    let foreign = client
+        .get(format!("{gateway}/transactions/{id}"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(foreign.status(), 404);
 
     // The id Caddy gave the request reaches the connector's log line for it.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let connector_logs = stack.log("psp-connector-0") + &stack.log("psp-connector-1");
-        if connector_logs.lines().any(|l| l.contains(&request_id) && l.contains(&id)) {
+        if connector_logs
+            .lines()
+            .any(|l| l.contains(&request_id) && l.contains(&id))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "request id {request_id} of {id} not in the connector logs");
+        assert!(
+            Instant::now() < deadline,
+            "request id {request_id} of {id} not in the connector logs"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(uuid::Uuid::parse_str(&request_id).is_ok(), "Caddy's request id is a UUID: {request_id}");
+    assert!(
+        uuid::Uuid::parse_str(&request_id).is_ok(),
+        "Caddy's request id is a UUID: {request_id}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,13 +202,24 @@ async fn both_core_api_replicas_serve_requests() {
     let client = reqwest::Client::new();
     let token = login(&client, &gateway, "alice").await;
     for _ in 0..20 {
-        let response =
-            client.get(format!("{gateway}/transactions?limit=1")).bearer_auth(&token).send().await.unwrap();
+        let response = client
+            .get(format!("{gateway}/transactions?limit=1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
     }
     for replica in ["core-api-0", "core-api-1"] {
-        let served = stack.log(replica).lines().filter(|l| l.contains("\"path\":\"/transactions\"")).count();
-        assert!(served >= 5, "{replica} served {served} of 20 list requests: round robin expected");
+        let served = stack
+            .log(replica)
+            .lines()
+            .filter(|l| l.contains("\"path\":\"/transactions\""))
+            .count();
+        assert!(
+            served >= 5,
+            "{replica} served {served} of 20 list requests: round robin expected"
+        );
     }
 }
 
@@ -172,13 +238,24 @@ async fn killing_a_core_api_replica_fails_at_most_the_request_in_flight() {
         }
         let response = create(&client, &gateway, &token, &body).await;
         if response.status() != 202 {
-            failures.push((i, response.status().as_u16(), response.text().await.unwrap_or_default()));
+            failures.push((
+                i,
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            ));
         }
     }
     // Sequential requests: at most the one in flight on the killed replica
     // may fail; every later one is retried on the other replica by Caddy.
-    assert!(failures.len() <= 1, "requests failed after the kill: {failures:?}");
-    assert_eq!(stack.wait_exit("core-api-0", Duration::from_secs(1)), None, "killed by a signal");
+    assert!(
+        failures.len() <= 1,
+        "requests failed after the kill: {failures:?}"
+    );
+    assert_eq!(
+        stack.wait_exit("core-api-0", Duration::from_secs(1)),
+        None,
+        "killed by a signal"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,15 +277,28 @@ async fn gateway_refuses_oversized_bodies_and_answers_json_for_unknown_routes() 
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "body_too_large");
 
-    let response = client.get(format!("{gateway}/no/such/route")).send().await.unwrap();
+    let response = client
+        .get(format!("{gateway}/no/such/route"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "route_not_found");
 
     // /auth without a trailing path reaches auth-api too (prefix stripped).
-    let response = client.get(format!("{gateway}/auth/healthz")).send().await.unwrap();
+    let response = client
+        .get(format!("{gateway}/auth/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     // A client's own request id is kept end to end.
-    let response = client.get(format!("{gateway}/healthz")).header("x-request-id", "client-chosen-1").send().await.unwrap();
+    let response = client
+        .get(format!("{gateway}/healthz"))
+        .header("x-request-id", "client-chosen-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-request-id"], "client-chosen-1");
 }

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_walkthrough_works_verbatim() {
-    let http = platform::testing::require_program("http", "`apt-get install httpie`, or `nix develop`");
+    let http =
+        platform::testing::require_program("http", "`apt-get install httpie`, or `nix develop`");
     platform::testing::require_program("jq", "`apt-get install jq`, or `nix develop`");
     let stack = Stack::boot().await;
     let home = tempfile::tempdir().unwrap();
@@ -18,25 +19,46 @@ async fn readme_walkthrough_works_verbatim() {
         .arg(e2e::repo_root().join("scripts/walkthrough"))
         .env("PLATFORM_PORT", stack.port(8000).to_string())
         .env("HOME", home.path())
-        .env("PATH", format!("{}:{}", http.parent().unwrap().display(), std::env::var("PATH").unwrap()))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                http.parent().unwrap().display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "walkthrough failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "walkthrough failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
 
     // Each HTTPie call printed one JSON body per line.
-    let bodies: Vec<Value> = stdout.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let bodies: Vec<Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
     let token = &bodies[0];
     assert_eq!(token["token_type"], "Bearer");
     let paid = &bodies[1];
     assert_eq!(paid["status"], "pending");
     let polled = &bodies[2];
-    assert_eq!(polled["id"], paid["id"], "the idempotent retry returned the first transaction");
+    assert_eq!(
+        polled["id"], paid["id"],
+        "the idempotent retry returned the first transaction"
+    );
     assert_eq!(polled["status"], "succeeded", "{polled}");
     let declined = &bodies[3];
     let all = &bodies[4];
-    assert_eq!(all["data"].as_array().unwrap().len(), 2, "the retry created nothing: {all}");
+    assert_eq!(
+        all["data"].as_array().unwrap().len(),
+        2,
+        "the retry created nothing: {all}"
+    );
     let only_declined = &bodies[5];
     assert_eq!(only_declined["data"].as_array().unwrap().len(), 1);
     assert_eq!(only_declined["data"][0]["id"], declined["id"]);
