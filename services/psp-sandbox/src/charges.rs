@@ -155,9 +155,25 @@ async fn create_charge(
     request.validate()?;
     let fingerprint = request.fingerprint();
 
-    simulate_latency(charges.latency).await;
+    // Half the latency before the decision (the request's way in), half
+    // after it (the answer's way out): a caller that gives up or dies in
+    // the second half has been charged without knowing it, which is exactly
+    // what the idempotency key is for.
+    let (before, after) = split_latency(charges.latency);
+    tokio::time::sleep(before).await;
+    let answer = decide(&charges, &key, &request, fingerprint).await;
+    tokio::time::sleep(after).await;
+    answer
+}
 
-    let entry = charges.ledger.entry(&key);
+/// Makes or replays the decision for `key`, holding the key's lock.
+async fn decide(
+    charges: &Charges,
+    key: &str,
+    request: &ChargeRequest,
+    fingerprint: u64,
+) -> Result<Response, ApiError> {
+    let entry = charges.ledger.entry(key);
     let mut state = entry.lock().await;
     if let Some(answer) = &state.answer {
         if answer.fingerprint != fingerprint {
@@ -227,13 +243,14 @@ async fn create_charge(
     Ok((status, axum::Json(body)).into_response())
 }
 
-/// `PSP_LATENCY_MS` ± 10 %, so concurrent requests do not finish in lockstep.
-async fn simulate_latency(latency: Duration) {
+/// `PSP_LATENCY_MS` ± 10 % (so concurrent requests do not finish in
+/// lockstep), split into the halves before and after the decision.
+fn split_latency(latency: Duration) -> (Duration, Duration) {
     if latency.is_zero() {
-        return;
+        return (Duration::ZERO, Duration::ZERO);
     }
-    let factor = 0.9 + fastrand::f64() * 0.2;
-    tokio::time::sleep(latency.mul_f64(factor)).await;
+    let total = latency.mul_f64(0.9 + fastrand::f64() * 0.2);
+    (total / 2, total - total / 2)
 }
 
 async fn stats(State(charges): State<Arc<Charges>>) -> axum::Json<Stats> {

@@ -1,0 +1,274 @@
+//! The connector's Redis stream operations, each one atomic.
+//!
+//! Keys besides those of [`platform::queue`]: [`RETRY_SET`], a sorted set of
+//! transaction ids scored by the Unix millisecond their retry is due, and
+//! [`RETRY_PAYLOADS`], a hash from transaction id to the message to send
+//! again. Scheduling a retry adds to both and acknowledges the stream entry
+//! in one MULTI; [`move_due_retries`] moves due ones back onto the stream in
+//! one script. So a pending retry is always in exactly one of the two
+//! places, and survives any connector crash or restart.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use platform::queue::{DEAD_LETTER_STREAM, GROUP, PAYLOAD_FIELD, STREAM};
+use redis::aio::ConnectionLike;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+
+/// Retries waiting for their due time: member = transaction id, score = due
+/// Unix milliseconds.
+pub const RETRY_SET: &str = "transactions:retry";
+/// The message of each waiting retry, by transaction id.
+pub const RETRY_PAYLOADS: &str = "transactions:retry:payloads";
+
+/// How long one XREADGROUP waits for new entries. Below the shared Redis
+/// connection's 2 s response timeout, and the longest SIGTERM waits before
+/// reading stops.
+pub const READ_BLOCK_MS: u64 = 1000;
+
+/// One stream entry handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    /// The `payload` field, if present and text.
+    pub payload: Option<String>,
+}
+
+impl From<StreamId> for Entry {
+    fn from(entry: StreamId) -> Self {
+        let payload = entry.get::<String>(PAYLOAD_FIELD);
+        Entry {
+            id: entry.id,
+            payload,
+        }
+    }
+}
+
+/// Creates the stream and the group if missing. Several replicas may race
+/// here: `BUSYGROUP` means another one won, which is success. The group
+/// starts at `0` so entries queued before any connector ever ran are read.
+pub async fn ensure_group<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// New entries for `consumer`, at most `count`, waiting up to
+/// [`READ_BLOCK_MS`] for the first.
+pub async fn read_new<C: ConnectionLike + Send>(
+    conn: &mut C,
+    consumer: &str,
+    count: usize,
+) -> redis::RedisResult<Vec<Entry>> {
+    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(READ_BLOCK_MS)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
+        .query_async(conn)
+        .await?;
+    Ok(reply
+        .into_iter()
+        .flat_map(|reply| reply.keys)
+        .flat_map(|key| key.ids)
+        .map(Entry::from)
+        .collect())
+}
+
+/// Takes over up to `count` entries pending longer than `min_idle_ms` with
+/// any consumer (a crashed one, usually). Returns the entries and the
+/// cursor for the next call (`0-0` once the whole pending list was seen).
+pub async fn claim_stale<C: ConnectionLike + Send>(
+    conn: &mut C,
+    consumer: &str,
+    min_idle_ms: u64,
+    cursor: &str,
+    count: usize,
+) -> redis::RedisResult<(Vec<Entry>, String)> {
+    let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(min_idle_ms)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    let entries = reply.claimed.into_iter().map(Entry::from).collect();
+    Ok((entries, reply.next_stream_id))
+}
+
+/// Acknowledges and deletes a finished entry, so its card number does not
+/// stay in Redis.
+pub async fn finish<C: ConnectionLike + Send>(
+    conn: &mut C,
+    entry_id: &str,
+) -> redis::RedisResult<()> {
+    redis::pipe()
+        .atomic()
+        .cmd("XACK")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg(entry_id)
+        .ignore()
+        .cmd("XDEL")
+        .arg(STREAM)
+        .arg(entry_id)
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
+/// What goes into `transactions:dead`. Never the payload: it holds the card
+/// number and CVC. The original entry id, transaction id and request id
+/// identify the transaction, whose record holds everything else.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetter {
+    /// Stable code: `undecodable`, `unknown_transaction`,
+    /// `max_attempts_exceeded`, `psp_rejected_request`.
+    pub reason: &'static str,
+    /// Human-readable detail (never card data).
+    pub error: String,
+    pub entry_id: String,
+    pub transaction_id: Option<String>,
+    pub request_id: Option<String>,
+    pub attempts: Option<u32>,
+}
+
+/// Writes `letter` to the dead-letter stream and acknowledges and deletes
+/// the original entry, in one MULTI.
+pub async fn dead_letter<C: ConnectionLike + Send>(
+    conn: &mut C,
+    letter: &DeadLetter,
+) -> redis::RedisResult<()> {
+    let mut fields: Vec<(&str, String)> = vec![
+        ("reason", letter.reason.to_owned()),
+        ("error", letter.error.clone()),
+        ("entry_id", letter.entry_id.clone()),
+        ("dead_at", platform::transaction::now_rfc3339()),
+    ];
+    if let Some(id) = &letter.transaction_id {
+        fields.push(("transaction_id", id.clone()));
+    }
+    if let Some(id) = &letter.request_id {
+        fields.push(("request_id", id.clone()));
+    }
+    if let Some(attempts) = letter.attempts {
+        fields.push(("attempts", attempts.to_string()));
+    }
+    redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(DEAD_LETTER_STREAM)
+        .arg("*")
+        .arg(&fields)
+        .ignore()
+        .cmd("XACK")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg(&letter.entry_id)
+        .ignore()
+        .cmd("XDEL")
+        .arg(STREAM)
+        .arg(&letter.entry_id)
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
+/// Parks a message until `due_ms` and acknowledges its stream entry, in one
+/// MULTI.
+pub async fn schedule_retry<C: ConnectionLike + Send>(
+    conn: &mut C,
+    entry_id: &str,
+    transaction_id: &str,
+    payload: &str,
+    due_ms: u64,
+) -> redis::RedisResult<()> {
+    redis::pipe()
+        .atomic()
+        .zadd(RETRY_SET, transaction_id, due_ms)
+        .ignore()
+        .hset(RETRY_PAYLOADS, transaction_id, payload)
+        .ignore()
+        .cmd("XACK")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg(entry_id)
+        .ignore()
+        .cmd("XDEL")
+        .arg(STREAM)
+        .arg(entry_id)
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
+/// Moves retries due by `now_ms` back onto the stream as new entries, at
+/// most `limit` per call, atomically (every connector runs this loop; the
+/// script makes sure each retry moves once).
+const MOVE_DUE_SCRIPT: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(due) do
+  local payload = redis.call('HGET', KEYS[2], id)
+  if payload then redis.call('XADD', KEYS[3], '*', ARGV[3], payload) end
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+return #due
+"#;
+
+pub async fn move_due_retries<C: ConnectionLike + Send>(
+    conn: &mut C,
+    now_ms: u64,
+    limit: usize,
+) -> redis::RedisResult<usize> {
+    static SCRIPT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(MOVE_DUE_SCRIPT));
+    SCRIPT
+        .key(RETRY_SET)
+        .key(RETRY_PAYLOADS)
+        .key(STREAM)
+        .arg(now_ms)
+        .arg(limit)
+        .arg(PAYLOAD_FIELD)
+        .invoke_async(conn)
+        .await
+}
+
+/// Status and attempts of a transaction record (`None` if there is none).
+pub async fn record_state<C: ConnectionLike + Send>(
+    conn: &mut C,
+    record_key: &str,
+) -> redis::RedisResult<Option<(String, u32)>> {
+    let (status, attempts): (Option<String>, Option<u32>) = redis::cmd("HMGET")
+        .arg(record_key)
+        .arg("status")
+        .arg("attempts")
+        .query_async(conn)
+        .await?;
+    Ok(status.map(|status| (status, attempts.unwrap_or(0))))
+}
+
+/// Wall-clock Unix milliseconds, the clock retry due times are kept in.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,263 @@
+//! Handling one stream entry: decode, charge, record the outcome.
+//!
+//! The order of steps is what makes delivery at-least-once but the effect
+//! exactly-once: the status moves to `processing` (counting the attempt)
+//! before the PSP is called, to a final status by compare-and-set after it,
+//! and only then is the entry acknowledged. A crash anywhere leaves the
+//! entry pending; whoever reclaims it charges again under the same
+//! idempotency key (the PSP replays its answer) or finds the transaction
+//! already final and just acknowledges.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use platform::queue::ChargeMessage;
+use platform::redis::Redis;
+use platform::transaction::{self, Status, TransactionId, Transition, TransitionOutcome};
+use tracing::Instrument;
+
+use crate::psp::{ChargeOutcome, PspClient};
+use crate::stream::{self, DeadLetter, Entry};
+
+/// What every worker shares.
+pub struct Worker {
+    pub redis: Redis,
+    pub psp: PspClient,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+/// `failure_reason` when every attempt hit a retryable error.
+pub const FAILURE_PSP_UNAVAILABLE: &str = "psp_unavailable";
+/// `failure_reason` when the PSP refused the request as malformed.
+pub const FAILURE_PSP_REJECTED: &str = "psp_rejected_request";
+
+impl Worker {
+    /// Handles `entry`. A Redis error leaves it pending (it is reclaimed
+    /// after the claim idle time); nothing else does.
+    pub async fn handle(self: Arc<Self>, entry: Entry) {
+        let message = match decode(&entry) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(entry_id = %entry.id, %error, "undecodable message; dead-lettering");
+                let letter = DeadLetter {
+                    reason: "undecodable",
+                    error,
+                    entry_id: entry.id.clone(),
+                    ..DeadLetter::default()
+                };
+                if let Err(error) = stream::dead_letter(&mut self.redis.conn(), &letter).await {
+                    tracing::warn!(entry_id = %entry.id, %error, "could not dead-letter; left pending");
+                }
+                return;
+            }
+        };
+        let span = tracing::info_span!(
+            "transaction",
+            transaction_id = %message.transaction_id,
+            request_id = %message.request_id,
+            entry_id = %entry.id,
+        );
+        let entry_id = entry.id.clone();
+        if let Err(error) = self
+            .charge(entry_id, message)
+            .instrument(span.clone())
+            .await
+        {
+            span.in_scope(
+                || tracing::warn!(%error, "redis error; message left pending for reclaim"),
+            );
+        }
+    }
+
+    async fn charge(&self, entry_id: String, message: ChargeMessage) -> redis::RedisResult<()> {
+        let mut conn = self.redis.conn();
+        let id = match TransactionId::parse(&message.transaction_id) {
+            Ok(id) => id,
+            Err(_) => {
+                tracing::warn!("message names no valid transaction id; dead-lettering");
+                return stream::dead_letter(
+                    &mut conn,
+                    &DeadLetter {
+                        reason: "undecodable",
+                        error: "transaction_id is not a transaction id".into(),
+                        entry_id,
+                        request_id: Some(message.request_id.clone()),
+                        ..DeadLetter::default()
+                    },
+                )
+                .await;
+            }
+        };
+        let letter = |reason, error: String, attempts| DeadLetter {
+            reason,
+            error,
+            entry_id: entry_id.clone(),
+            transaction_id: Some(id.to_string()),
+            request_id: Some(message.request_id.clone()),
+            attempts,
+        };
+
+        let Some((status, attempts)) =
+            stream::record_state(&mut conn, &transaction::keys::record(&id)).await?
+        else {
+            tracing::warn!("no such transaction; dead-lettering");
+            return stream::dead_letter(
+                &mut conn,
+                &letter("unknown_transaction", "no transaction record".into(), None),
+            )
+            .await;
+        };
+        if status.parse::<Status>().is_ok_and(Status::is_final) {
+            tracing::info!(%status, "already final; acknowledging duplicate delivery");
+            return stream::finish(&mut conn, &entry_id).await;
+        }
+
+        let start = Transition {
+            from: vec![Status::Pending, Status::Processing],
+            to: Status::Processing,
+            add_attempts: 1,
+            fields: Vec::new(),
+        };
+        match transaction::transition(&mut conn, &id, &start).await? {
+            TransitionOutcome::Applied => {}
+            TransitionOutcome::Refused { current } => {
+                tracing::info!(status = %current, "already final; acknowledging duplicate delivery");
+                return stream::finish(&mut conn, &entry_id).await;
+            }
+            TransitionOutcome::NotFound => {
+                tracing::warn!("transaction vanished; dead-lettering");
+                return stream::dead_letter(
+                    &mut conn,
+                    &letter("unknown_transaction", "no transaction record".into(), None),
+                )
+                .await;
+            }
+        }
+        let attempt = attempts + 1;
+
+        let outcome = self.psp.charge(&message).await;
+        let (to, fields, dead) = match outcome {
+            ChargeOutcome::Approved => (Status::Succeeded, vec![], None),
+            ChargeOutcome::Declined(code) => (Status::Declined, vec![("decline_code", code)], None),
+            ChargeOutcome::Rejected(error) => (
+                Status::Failed,
+                vec![("failure_reason", FAILURE_PSP_REJECTED.to_owned())],
+                Some(letter("psp_rejected_request", error, Some(attempt))),
+            ),
+            ChargeOutcome::Retryable(error) if attempt >= self.max_attempts => (
+                Status::Failed,
+                vec![("failure_reason", FAILURE_PSP_UNAVAILABLE.to_owned())],
+                Some(letter("max_attempts_exceeded", error, Some(attempt))),
+            ),
+            ChargeOutcome::Retryable(error) => {
+                let delay = backoff(attempt, self.retry_base, self.retry_max);
+                tracing::info!(
+                    attempt,
+                    %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "retryable PSP error; retry scheduled"
+                );
+                let due = stream::now_ms() + delay.as_millis() as u64;
+                return stream::schedule_retry(
+                    &mut conn,
+                    &entry_id,
+                    id.as_str(),
+                    &message.to_payload(),
+                    due,
+                )
+                .await;
+            }
+        };
+
+        let done = Transition {
+            from: vec![Status::Processing],
+            to,
+            add_attempts: 0,
+            fields,
+        };
+        match transaction::transition(&mut conn, &id, &done).await? {
+            TransitionOutcome::Applied => {
+                tracing::info!(status = %to, attempt, "transaction final");
+                match dead {
+                    // The transaction is final either way; the dead letter
+                    // and the acknowledgement go together.
+                    Some(letter) => {
+                        tracing::warn!(reason = letter.reason, error = %letter.error, "dead-lettering");
+                        stream::dead_letter(&mut conn, &letter).await
+                    }
+                    None => stream::finish(&mut conn, &entry_id).await,
+                }
+            }
+            TransitionOutcome::Refused { current } => {
+                // Another worker finished it first (a duplicate delivery
+                // racing this one); its outcome stands.
+                tracing::info!(status = %current, "finished elsewhere; acknowledging");
+                stream::finish(&mut conn, &entry_id).await
+            }
+            TransitionOutcome::NotFound => {
+                tracing::warn!("transaction vanished while charging; acknowledging");
+                stream::finish(&mut conn, &entry_id).await
+            }
+        }
+    }
+}
+
+/// The message in an entry, or why there is none. The reason never quotes
+/// the payload (it may hold a card number): serde's messages can echo
+/// values, so only the error class and position are kept.
+fn decode(entry: &Entry) -> Result<ChargeMessage, String> {
+    let payload = entry
+        .payload
+        .as_deref()
+        .ok_or_else(|| format!("no `{}` field", platform::queue::PAYLOAD_FIELD))?;
+    ChargeMessage::from_payload(payload).map_err(|error| {
+        format!(
+            "payload is not a charge message ({:?} error at line {} column {})",
+            error.classify(),
+            error.line(),
+            error.column()
+        )
+    })
+}
+
+/// Exponential backoff with full jitter: a uniformly random delay up to
+/// `base · 2^(attempt-1)`, capped at `max`, so retries of many transactions
+/// failing together spread out instead of hammering the PSP in waves.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(20);
+    let cap = base.saturating_mul(1 << exponent).min(max);
+    cap.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_millis(1000);
+        for _ in 0..100 {
+            assert!(backoff(1, base, max) <= base);
+            assert!(backoff(3, base, max) <= base * 4);
+            assert!(backoff(30, base, max) <= max);
+        }
+    }
+
+    #[test]
+    fn decode_errors_do_not_quote_the_payload() {
+        let entry = Entry {
+            id: "1-0".into(),
+            payload: Some(r#"{"transaction_id":"tx_1","card":{"number":4242424242424242}}"#.into()),
+        };
+        let error = decode(&entry).unwrap_err();
+        assert!(!error.contains("4242"), "{error}");
+        let missing = Entry {
+            id: "1-0".into(),
+            payload: None,
+        };
+        assert!(decode(&missing).is_err());
+    }
+}

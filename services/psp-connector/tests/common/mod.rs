@@ -1,0 +1,341 @@
+//! Test harness for the connector: a real Redis, the real sandbox booted
+//! in-process, real connector processes, and transactions written the way
+//! core-api writes them (see `platform::transaction` for the layout).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use platform::Shutdown;
+use platform::config::{RuntimeConfig, Secs};
+use platform::queue::{CardDetails, ChargeMessage, PAYLOAD_FIELD, STREAM};
+use platform::testing::{ChildGuard, free_port};
+use platform::transaction::{TransactionId, keys, now_rfc3339};
+use redis::Commands;
+use serde_json::Value;
+
+pub const MERCHANT: &str = "acme";
+
+/// The sandbox, running in this test process.
+pub struct Sandbox {
+    pub addr: SocketAddr,
+    shutdown: Shutdown,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Sandbox {
+    pub async fn start(port: u16, latency_ms: u64, failure_rate: f64) -> Self {
+        let mut config = psp_sandbox::Config::on(SocketAddr::from(([127, 0, 0, 1], port)));
+        config.psp_latency_ms = latency_ms;
+        config.psp_failure_rate = psp_sandbox::FailureRate::new(failure_rate).unwrap();
+        let runtime = RuntimeConfig {
+            log_format: None,
+            shutdown_timeout_secs: Secs(Duration::from_secs(5)),
+        };
+        let shutdown = Shutdown::new();
+        let (addr, serve) = psp_sandbox::build(config, runtime, shutdown.clone())
+            .await
+            .expect("start sandbox");
+        Self {
+            addr,
+            shutdown,
+            task: Some(tokio::spawn(serve)),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stats(&self) -> Value {
+        reqwest::get(format!("{}/charges/stats", self.url()))
+            .await
+            .expect("sandbox stats")
+            .json()
+            .await
+            .expect("stats JSON")
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.trigger();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// A real psp-connector process; its JSON logs go to a temp file.
+pub struct Connector {
+    pub child: ChildGuard,
+    pub health: SocketAddr,
+    log: tempfile::NamedTempFile,
+}
+
+/// Settings that keep tests fast: short backoff, few attempts.
+pub fn fast_settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("PSP_MAX_ATTEMPTS", "3".into()),
+        ("CONNECTOR_RETRY_BASE_MS", "10".into()),
+        ("CONNECTOR_RETRY_MAX_MS", "50".into()),
+        ("CONNECTOR_RETRY_POLL_MS", "20".into()),
+        ("PSP_TIMEOUT_MS", "2000".into()),
+    ]
+}
+
+impl Connector {
+    pub fn spawn(redis_url: &str, psp_url: &str, extra: &[(&str, String)]) -> Self {
+        let health: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_psp-connector"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LOG_FORMAT", "json")
+            .env("REDIS_URL", redis_url)
+            .env("PSP_URL", psp_url)
+            .env("PSP_CONNECTOR_ADDR", health.to_string())
+            .stdout(Stdio::from(log.reopen().expect("reopen log")))
+            .stderr(Stdio::inherit());
+        for (name, value) in fast_settings().iter().chain(extra) {
+            command.env(name, value);
+        }
+        let child = ChildGuard(command.spawn().expect("spawn psp-connector"));
+        Self { child, health, log }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let url = format!("http://{}/readyz", self.health);
+        loop {
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "connector never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    pub async fn wait_exit(self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let Connector { mut child, log, .. } = self;
+        let status = tokio::task::spawn_blocking(move || {
+            let status = child.wait_timeout(timeout);
+            (status, child)
+        })
+        .await
+        .unwrap()
+        .0;
+        (
+            status,
+            std::fs::read_to_string(log.path()).unwrap_or_default(),
+        )
+    }
+}
+
+/// Writes a pending transaction and queues its message, as core-api does:
+/// the record, its indexes and the stream entry in one MULTI.
+pub fn seed(conn: &mut redis::Connection, cards: &[&str]) -> Vec<TransactionId> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let mut ids = Vec::with_capacity(cards.len());
+    for (i, card) in cards.iter().enumerate() {
+        let id = TransactionId::generate();
+        let now = now_rfc3339();
+        let request_id = format!("req-{}", &id.as_str()[3..]);
+        let customer = format!("cus_{}", i % 7);
+        let reference = format!("order-{i}");
+        pipe.hset_multiple(
+            keys::record(&id),
+            &[
+                ("id", id.as_str()),
+                ("merchant_id", MERCHANT),
+                ("status", "pending"),
+                ("amount", "1299"),
+                ("currency", "EUR"),
+                ("customer_id", &customer),
+                ("reference", &reference),
+                ("created_by", "alice"),
+                ("brand", "visa"),
+                ("last4", &card[card.len() - 4..]),
+                ("metadata", "{}"),
+                ("attempts", "0"),
+                ("request_id", &request_id),
+                ("created_at", &now),
+                ("updated_at", &now),
+            ],
+        )
+        .ignore();
+        for index in [
+            keys::merchant_index(MERCHANT),
+            keys::filtered_index(MERCHANT, "customer", &customer),
+            keys::filtered_index(MERCHANT, "reference", &reference),
+            keys::filtered_index(MERCHANT, "created_by", "alice"),
+            keys::status_index(MERCHANT, platform::transaction::Status::Pending),
+        ] {
+            pipe.zadd(index, id.as_str(), 0).ignore();
+        }
+        let message = ChargeMessage {
+            transaction_id: id.to_string(),
+            request_id,
+            merchant_id: MERCHANT.into(),
+            amount: 1299,
+            currency: "EUR".into(),
+            card: CardDetails {
+                number: (*card).to_owned(),
+                expiry_month: 12,
+                expiry_year: 2030,
+                cvc: "123".into(),
+            },
+        };
+        pipe.xadd(STREAM, "*", &[(PAYLOAD_FIELD, message.to_payload())])
+            .ignore();
+        ids.push(id);
+    }
+    pipe.query::<()>(conn).expect("seed transactions");
+    ids
+}
+
+/// A transaction record as the tests look at it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub status: String,
+    pub attempts: u32,
+    pub decline_code: Option<String>,
+    pub failure_reason: Option<String>,
+}
+
+pub fn records(
+    conn: &mut redis::Connection,
+    ids: &[TransactionId],
+) -> HashMap<TransactionId, Record> {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("HMGET").arg(keys::record(id)).arg(&[
+            "status",
+            "attempts",
+            "decline_code",
+            "failure_reason",
+        ]);
+    }
+    let rows: Vec<(String, u32, Option<String>, Option<String>)> =
+        pipe.query(conn).expect("read records");
+    ids.iter()
+        .cloned()
+        .zip(
+            rows.into_iter()
+                .map(|(status, attempts, decline_code, failure_reason)| Record {
+                    status,
+                    attempts,
+                    decline_code,
+                    failure_reason,
+                }),
+        )
+        .collect()
+}
+
+fn is_final(status: &str) -> bool {
+    matches!(status, "succeeded" | "declined" | "failed")
+}
+
+/// Waits until every transaction is final; fails listing what is not.
+pub async fn wait_final(
+    conn: &mut redis::Connection,
+    ids: &[TransactionId],
+    timeout: Duration,
+) -> HashMap<TransactionId, Record> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let records = records(conn, ids);
+        let open: Vec<_> = records.values().filter(|r| !is_final(&r.status)).collect();
+        if open.is_empty() {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} transactions not final after {timeout:?}, e.g. {:?}",
+            open.len(),
+            ids.len(),
+            open.first()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `condition` holds, polling.
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Entries of a stream as field maps.
+pub fn stream_entries(
+    conn: &mut redis::Connection,
+    stream: &str,
+) -> Vec<(String, HashMap<String, String>)> {
+    let reply: redis::streams::StreamRangeReply = conn.xrange_all(stream).expect("XRANGE");
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let fields = entry
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        redis::from_redis_value_ref::<String>(v).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            (entry.id, fields)
+        })
+        .collect()
+}
+
+/// Entries still pending (delivered, not acknowledged) in the group.
+pub fn pending_count(conn: &mut redis::Connection) -> u64 {
+    let reply: redis::Value = redis::cmd("XPENDING")
+        .arg(STREAM)
+        .arg(platform::queue::GROUP)
+        .query(conn)
+        .expect("XPENDING");
+    match reply {
+        redis::Value::Array(items) => items
+            .first()
+            .and_then(|v| redis::from_redis_value_ref::<u64>(v).ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Pending entries held by one consumer.
+pub fn pending_for(conn: &mut redis::Connection, consumer: &str) -> usize {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(STREAM)
+        .arg(platform::queue::GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(10_000)
+        .arg(consumer)
+        .query(conn)
+        .unwrap_or_default();
+    rows.len()
+}

@@ -1,0 +1,428 @@
+//! The connector against real Redis, the real sandbox and real connector
+//! processes (issue 5's required tests).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{
+    Connector, Sandbox, pending_count, pending_for, records, seed, stream_entries, wait_final,
+    wait_until,
+};
+use platform::queue::{DEAD_LETTER_STREAM, STREAM};
+use platform::testing::{RedisServer, free_port};
+use redis::Commands;
+
+const APPROVED: &str = "4242424242424242";
+const OTHER_APPROVED: &str = "5555555555554444";
+const DECLINED: &str = "4000000000000002";
+const INSUFFICIENT: &str = "4000000000009995";
+const EXPIRED: &str = "4000000000000069";
+const PROCESSING_ERROR: &str = "4000000000000119";
+
+fn expected(card: &str) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+    match card {
+        DECLINED => ("declined", Some("card_declined"), None),
+        INSUFFICIENT => ("declined", Some("insufficient_funds"), None),
+        EXPIRED => ("declined", Some("expired_card"), None),
+        PROCESSING_ERROR => ("failed", None, Some("psp_unavailable")),
+        _ => ("succeeded", None, None),
+    }
+}
+
+fn stat(stats: &serde_json::Value, name: &str) -> u64 {
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} in {stats}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_mixed_transactions_reach_their_expected_status() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let sandbox = Sandbox::start(0, 0, 0.0).await;
+    let connector = Connector::spawn(&redis.url(), &sandbox.url(), &[]);
+    connector.wait_ready().await;
+
+    let mix = [
+        APPROVED,
+        OTHER_APPROVED,
+        DECLINED,
+        APPROVED,
+        INSUFFICIENT,
+        APPROVED,
+        EXPIRED,
+        APPROVED,
+        PROCESSING_ERROR,
+        APPROVED,
+    ];
+    let cards: Vec<&str> = (0..1000).map(|i| mix[i % mix.len()]).collect();
+    let ids = seed(&mut conn, &cards);
+    let records = wait_final(&mut conn, &ids, Duration::from_secs(60)).await;
+
+    let mut decided = 0;
+    let mut attempts = 0;
+    for (id, card) in ids.iter().zip(&cards) {
+        let record = &records[id];
+        let (status, decline_code, failure_reason) = expected(card);
+        assert_eq!(record.status, status, "{id} ({card})");
+        assert_eq!(record.decline_code.as_deref(), decline_code, "{id}");
+        assert_eq!(record.failure_reason.as_deref(), failure_reason, "{id}");
+        if *card == PROCESSING_ERROR {
+            assert_eq!(record.attempts, 3, "{id} tried PSP_MAX_ATTEMPTS times");
+        } else {
+            assert_eq!(record.attempts, 1, "{id}");
+            decided += 1;
+        }
+        attempts += u64::from(record.attempts);
+    }
+
+    let stats = sandbox.stats().await;
+    assert_eq!(stat(&stats, "total_charges"), decided, "{stats}");
+    assert_eq!(stat(&stats, "keys"), decided, "{stats}");
+    assert_eq!(stat(&stats, "max_charges_per_key"), 1, "{stats}");
+    assert_eq!(
+        stat(&stats, "requests"),
+        attempts,
+        "every attempt reached the PSP once: {stats}"
+    );
+
+    // Finished entries are gone (no card numbers linger); nothing pending.
+    wait_until("stream emptied", Duration::from_secs(5), || {
+        conn.xlen::<_, u64>(STREAM).unwrap() == 0 && pending_count(&mut conn) == 0
+    })
+    .await;
+    let dead = stream_entries(&mut conn, DEAD_LETTER_STREAM);
+    assert_eq!(dead.len(), 100, "one dead letter per 0119 card");
+    assert!(
+        dead.iter()
+            .all(|(_, f)| f["reason"] == "max_attempts_exceeded")
+    );
+    let retry_left: u64 = conn.zcard(psp_connector::stream::RETRY_SET).unwrap();
+    assert_eq!(retry_left, 0);
+    // The status indexes followed the status.
+    let succeeded: u64 = conn
+        .zcard(platform::transaction::keys::status_index(
+            common::MERCHANT,
+            platform::transaction::Status::Succeeded,
+        ))
+        .unwrap();
+    assert_eq!(succeeded, 600);
+    let pending: u64 = conn
+        .zcard(platform::transaction::keys::status_index(
+            common::MERCHANT,
+            platform::transaction::Status::Pending,
+        ))
+        .unwrap();
+    assert_eq!(pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaky_psp_still_settles_everything_once() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let sandbox = Sandbox::start(0, 0, 0.3).await;
+    // 0.3^10: a transaction failing every attempt is not a realistic flake.
+    let connector = Connector::spawn(
+        &redis.url(),
+        &sandbox.url(),
+        &[("PSP_MAX_ATTEMPTS", "10".into())],
+    );
+    connector.wait_ready().await;
+
+    let ids = seed(&mut conn, &[APPROVED; 300]);
+    let records = wait_final(&mut conn, &ids, Duration::from_secs(60)).await;
+    assert!(
+        records.values().all(|r| r.status == "succeeded"),
+        "{records:?}"
+    );
+    let retried = records.values().filter(|r| r.attempts > 1).count();
+    assert!(
+        retried > 0,
+        "with 30 % 503s some transactions needed retries"
+    );
+
+    let stats = sandbox.stats().await;
+    assert_eq!(stat(&stats, "total_charges"), 300, "{stats}");
+    assert_eq!(stat(&stats, "max_charges_per_key"), 1, "{stats}");
+    let attempts: u64 = records.values().map(|r| u64::from(r.attempts)).sum();
+    assert_eq!(stat(&stats, "requests"), attempts, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psp_down_fails_after_max_attempts_then_recovers() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    // Nothing listens on this port until the sandbox comes back.
+    let port = free_port();
+    let psp_url = format!("http://127.0.0.1:{port}");
+    let connector = Connector::spawn(&redis.url(), &psp_url, &[]);
+    connector.wait_ready().await;
+
+    let down = seed(&mut conn, &[APPROVED; 20]);
+    let records = wait_final(&mut conn, &down, Duration::from_secs(30)).await;
+    for (id, record) in &records {
+        assert_eq!(record.status, "failed", "{id}");
+        assert_eq!(record.failure_reason.as_deref(), Some("psp_unavailable"));
+        assert_eq!(record.attempts, 3, "{id}: PSP_MAX_ATTEMPTS");
+    }
+    wait_until("dead letters written", Duration::from_secs(5), || {
+        stream_entries(&mut conn, DEAD_LETTER_STREAM).len() == 20
+    })
+    .await;
+    let dead = stream_entries(&mut conn, DEAD_LETTER_STREAM);
+    let dead_ids: Vec<&str> = dead
+        .iter()
+        .map(|(_, f)| f["transaction_id"].as_str())
+        .collect();
+    for id in &down {
+        assert!(dead_ids.contains(&id.as_str()), "{id} dead-lettered");
+    }
+    for (_, fields) in &dead {
+        assert_eq!(fields["reason"], "max_attempts_exceeded");
+        assert_eq!(fields["error"], "connection failed");
+        assert_eq!(fields["attempts"], "3");
+        assert!(fields["request_id"].starts_with("req-"));
+        assert!(!fields["entry_id"].is_empty());
+        assert!(
+            fields.values().all(|v| !v.contains(APPROVED)),
+            "no card number in a dead letter: {fields:?}"
+        );
+    }
+
+    let sandbox = Sandbox::start(port, 0, 0.0).await;
+    let up = seed(&mut conn, &[APPROVED; 20]);
+    let records = wait_final(&mut conn, &up, Duration::from_secs(30)).await;
+    assert!(
+        records.values().all(|r| r.status == "succeeded"),
+        "{records:?}"
+    );
+    assert_eq!(stat(&sandbox.stats().await, "total_charges"), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_in_flight_messages_loses_nothing_and_charges_once() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let sandbox = Sandbox::start(0, 300, 0.0).await;
+    let settings = |name: &str| {
+        vec![
+            ("CONNECTOR_CONSUMER_NAME", name.to_owned()),
+            ("CONNECTOR_CLAIM_IDLE_MS", "1000".to_owned()),
+            ("CONNECTOR_CONCURRENCY", "32".to_owned()),
+        ]
+    };
+    let victim = Connector::spawn(&redis.url(), &sandbox.url(), &settings("victim"));
+    let survivor = Connector::spawn(&redis.url(), &sandbox.url(), &settings("survivor"));
+    victim.wait_ready().await;
+    survivor.wait_ready().await;
+
+    let ids = seed(&mut conn, &[APPROVED; 300]);
+    // Kill while the victim holds messages whose charges the sandbox has
+    // already decided but not yet answered (it decides half-way through its
+    // latency): the survivor must get the stored answer, not a new charge.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let decided = stat(&sandbox.stats().await, "total_charges");
+        if decided > 0 && pending_for(&mut conn, "victim") > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "victim never had charges in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    victim.child.signal("KILL");
+    let held = pending_for(&mut conn, "victim");
+    assert!(held > 0);
+
+    // 300 × 300 ms over 32 slots is ~3 s for the survivor alone, plus the
+    // 1 s claim idle time; 20 s is slack for a loaded machine.
+    let records = wait_final(&mut conn, &ids, Duration::from_secs(20)).await;
+    assert!(
+        records.values().all(|r| r.status == "succeeded"),
+        "{records:?}"
+    );
+    let reclaimed = records.values().filter(|r| r.attempts > 1).count();
+    assert!(
+        reclaimed > 0,
+        "messages held by the killed consumer were charged again"
+    );
+
+    let stats = sandbox.stats().await;
+    assert_eq!(stat(&stats, "total_charges"), 300, "{stats}");
+    assert_eq!(stat(&stats, "max_charges_per_key"), 1, "{stats}");
+    assert!(
+        stat(&stats, "replays") > 0,
+        "a reclaimed charge was answered from the key: {stats}"
+    );
+    wait_until("nothing pending", Duration::from_secs(5), || {
+        pending_count(&mut conn) == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_is_dead_lettered_and_the_queue_keeps_flowing() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let sandbox = Sandbox::start(0, 0, 0.0).await;
+    let connector = Connector::spawn(&redis.url(), &sandbox.url(), &[]);
+    connector.wait_ready().await;
+
+    let not_json: String = conn
+        .xadd(
+            STREAM,
+            "*",
+            &[("payload", "{\"card\": {\"number\": \"4242424242424242\"")],
+        )
+        .unwrap();
+    let no_payload: String = conn.xadd(STREAM, "*", &[("something", "else")]).unwrap();
+    let ids = seed(&mut conn, &[APPROVED; 10]);
+
+    let records = wait_final(&mut conn, &ids, Duration::from_secs(20)).await;
+    assert!(records.values().all(|r| r.status == "succeeded"));
+    wait_until("poison dead-lettered", Duration::from_secs(5), || {
+        stream_entries(&mut conn, DEAD_LETTER_STREAM).len() == 2
+    })
+    .await;
+    let dead: HashMap<String, HashMap<String, String>> =
+        stream_entries(&mut conn, DEAD_LETTER_STREAM)
+            .into_iter()
+            .map(|(_, fields)| (fields["entry_id"].clone(), fields))
+            .collect();
+    for poison in [&not_json, &no_payload] {
+        assert_eq!(dead[poison]["reason"], "undecodable", "{dead:?}");
+        assert!(!dead[poison]["error"].contains("4242"), "{dead:?}");
+    }
+    wait_until(
+        "poison acknowledged and deleted",
+        Duration::from_secs(5),
+        || conn.xlen::<_, u64>(STREAM).unwrap() == 0 && pending_count(&mut conn) == 0,
+    )
+    .await;
+
+    // A duplicate delivery of a finished transaction is only acknowledged.
+    let first = &ids[0];
+    let message = platform::queue::ChargeMessage {
+        transaction_id: first.to_string(),
+        request_id: "req-dup".into(),
+        merchant_id: common::MERCHANT.into(),
+        amount: 1299,
+        currency: "EUR".into(),
+        card: platform::queue::CardDetails {
+            number: APPROVED.into(),
+            expiry_month: 12,
+            expiry_year: 2030,
+            cvc: "123".into(),
+        },
+    };
+    let _: String = conn
+        .xadd(STREAM, "*", &[("payload", message.to_payload())])
+        .unwrap();
+    wait_until("duplicate acknowledged", Duration::from_secs(5), || {
+        conn.xlen::<_, u64>(STREAM).unwrap() == 0 && pending_count(&mut conn) == 0
+    })
+    .await;
+    assert_eq!(records_of(&mut conn, first).attempts, 1, "no new attempt");
+    let stats = sandbox.stats().await;
+    assert_eq!(stat(&stats, "requests"), 10, "{stats}");
+}
+
+fn records_of(
+    conn: &mut redis::Connection,
+    id: &platform::transaction::TransactionId,
+) -> common::Record {
+    records(conn, std::slice::from_ref(id)).remove(id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_charges_and_exits_0() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let sandbox = Sandbox::start(0, 1500, 0.0).await;
+    let connector = Connector::spawn(&redis.url(), &sandbox.url(), &[]);
+    connector.wait_ready().await;
+
+    let ids = seed(&mut conn, &[APPROVED; 5]);
+    wait_until("all five in flight", Duration::from_secs(5), || {
+        records(&mut conn, &ids)
+            .values()
+            .all(|r| r.status == "processing")
+    })
+    .await;
+    connector.child.signal("TERM");
+    let (status, logs) = connector.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{logs}");
+
+    let records = records(&mut conn, &ids);
+    assert!(
+        records.values().all(|r| r.status == "succeeded"),
+        "{records:?}"
+    );
+    assert_eq!(pending_count(&mut conn), 0);
+
+    // Every line about a transaction names it and the request that made it.
+    for id in &ids {
+        let line = logs
+            .lines()
+            .find(|line| line.contains("transaction final") && line.contains(id.as_str()))
+            .unwrap_or_else(|| panic!("no final log line for {id}:\n{logs}"));
+        assert!(
+            line.contains(&format!("req-{}", &id.as_str()[3..])),
+            "{line}"
+        );
+    }
+    assert!(!logs.contains(APPROVED), "card number in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_not_finished_within_the_drain_timeout_is_reclaimed() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let sandbox = Sandbox::start(0, 3000, 0.0).await;
+    let first = Connector::spawn(
+        &redis.url(),
+        &sandbox.url(),
+        &[
+            ("SHUTDOWN_TIMEOUT_SECS", "1".into()),
+            ("PSP_TIMEOUT_MS", "5000".into()),
+        ],
+    );
+    first.wait_ready().await;
+    let ids = seed(&mut conn, &[APPROVED; 3]);
+    wait_until("in flight", Duration::from_secs(5), || {
+        records(&mut conn, &ids)
+            .values()
+            .all(|r| r.status == "processing")
+    })
+    .await;
+    first.child.signal("TERM");
+    let (status, logs) = first.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert_eq!(
+        pending_count(&mut conn),
+        3,
+        "unfinished messages stay pending"
+    );
+
+    let second = Connector::spawn(
+        &redis.url(),
+        &sandbox.url(),
+        &[
+            ("CONNECTOR_CLAIM_IDLE_MS", "500".into()),
+            ("PSP_TIMEOUT_MS", "5000".into()),
+        ],
+    );
+    second.wait_ready().await;
+    let records = wait_final(&mut conn, &ids, Duration::from_secs(20)).await;
+    assert!(
+        records.values().all(|r| r.status == "succeeded"),
+        "{records:?}"
+    );
+    let stats = sandbox.stats().await;
+    assert_eq!(stat(&stats, "max_charges_per_key"), 1, "{stats}");
+    assert_eq!(stat(&stats, "total_charges"), 3, "{stats}");
+}
