@@ -1,18 +1,24 @@
 //! The brute-force limit: at most [`MAX_FAILURES`] failed logins per
-//! username in a fixed [`WINDOW`]; after that every attempt for that
-//! username, right password or not, gets 429 until the window ends.
+//! username in a [`WINDOW`] that starts at the first failure; after that
+//! every attempt for that username, right password or not, gets 429 until
+//! the window ends.
 //!
-//! The counter lives in Redis so it holds across restarts and replicas.
-//! An attempt *reserves* a slot atomically (one Lua script: check, INCR, set
-//! the expiry on the first slot) before the password is checked, and a
-//! successful login gives its slot back. Checking first and counting after
-//! would let a burst of parallel guesses all pass the check; reserving
-//! bounds the guesses in flight too.
+//! The counters live in Redis (one hash per username: `failures`,
+//! `inflight`) so the limit holds across restarts and replicas. Each
+//! attempt *reserves* a slot before its password is checked and *finishes*
+//! it afterwards, each step one atomic Lua script. A slot is free only while
+//! `failures + inflight < MAX_FAILURES`, so even a burst of parallel guesses
+//! gets at most five checked; a legitimate login that finds the slots taken
+//! by checks still in flight waits for them briefly instead of being
+//! refused. Successful logins never count as failures.
 //!
 //! Keys hold a hash of the normalised username, not the username: their
 //! length is fixed whatever an attacker sends, and Redis holds no names.
+//! Every key expires within the window, so a crashed process cannot leave
+//! a slot taken for longer than that.
 
-use std::time::Duration;
+use std::fmt::Write;
+use std::time::{Duration, Instant};
 
 use blake2::{Blake2s256, Digest};
 use platform::redis::Redis;
@@ -23,14 +29,16 @@ use crate::credentials::Username;
 pub const MAX_FAILURES: u32 = 5;
 /// The window, counted from the first failure.
 pub const WINDOW: Duration = Duration::from_secs(60);
+/// How long an attempt waits for a slot held by checks still in flight.
+const MAX_WAIT: Duration = Duration::from_secs(5);
 
-const KEY_PREFIX: &str = "auth:login-failures:";
+const KEY_PREFIX: &str = "auth:logins:";
 
-/// KEYS[1] counter; ARGV[1] limit; ARGV[2] window in ms.
-/// Returns {1, count} when a slot was reserved, {0, ms left} when blocked.
+/// KEYS[1] the hash; ARGV[1] limit; ARGV[2] window in ms.
+/// {1, 0}: slot reserved; {0, ms left}: blocked; {2, 0}: all slots in flight.
 const RESERVE: &str = r"
-local count = tonumber(redis.call('GET', KEYS[1]) or '0')
-if count >= tonumber(ARGV[1]) then
+local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
+if failures >= tonumber(ARGV[1]) then
   local left = redis.call('PTTL', KEYS[1])
   if left < 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -38,18 +46,29 @@ if count >= tonumber(ARGV[1]) then
   end
   return {0, left}
 end
-count = redis.call('INCR', KEYS[1])
+local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight') or '0')
+if failures + inflight >= tonumber(ARGV[1]) then
+  return {2, 0}
+end
+redis.call('HINCRBY', KEYS[1], 'inflight', 1)
 if redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return {1, count}
+return {1, 0}
 ";
 
-/// KEYS[1] counter. Gives back one slot, never going below zero.
-const RELEASE: &str = r"
-local count = tonumber(redis.call('GET', KEYS[1]) or '0')
-if count > 0 then
-  redis.call('DECR', KEYS[1])
+/// KEYS[1] the hash; ARGV[1] 1 if the login failed; ARGV[2] window in ms.
+/// Frees the slot and, for a failure, counts it; the first failure starts
+/// the window.
+const FINISH: &str = r"
+local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight') or '0')
+if inflight > 0 then
+  redis.call('HINCRBY', KEYS[1], 'inflight', -1)
+end
+if ARGV[1] == '1' then
+  if redis.call('HINCRBY', KEYS[1], 'failures', 1) == 1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  end
 end
 return 0
 ";
@@ -57,9 +76,9 @@ return 0
 /// The outcome of [`LoginLimiter::reserve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
-    /// Go ahead; call [`LoginLimiter::release`] if the login succeeds.
+    /// Go ahead, then call [`LoginLimiter::finish`] with the outcome.
     Allowed,
-    /// Too many failures; try again after this long.
+    /// Refused; try again after this long.
     Blocked { retry_after: Duration },
 }
 
@@ -69,7 +88,7 @@ pub struct LoginLimiter {
     max_failures: u32,
     window: Duration,
     reserve: redis::Script,
-    release: redis::Script,
+    finish: redis::Script,
 }
 
 impl LoginLimiter {
@@ -84,47 +103,71 @@ impl LoginLimiter {
             max_failures,
             window,
             reserve: redis::Script::new(RESERVE),
-            release: redis::Script::new(RELEASE),
+            finish: redis::Script::new(FINISH),
         }
     }
 
-    /// Reserves an attempt for `username`, or says how long it is blocked.
-    pub async fn reserve(&self, username: &Username) -> redis::RedisResult<Attempt> {
-        let mut conn = self.redis.conn();
-        let (allowed, value): (i64, i64) = self
-            .reserve
-            .key(key_for(username))
-            .arg(self.max_failures)
-            .arg(self.window.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(if allowed == 1 {
-            Attempt::Allowed
-        } else {
-            Attempt::Blocked {
-                retry_after: Duration::from_millis(value.max(0) as u64),
-            }
-        })
+    fn window_ms(&self) -> u64 {
+        self.window.as_millis() as u64
     }
 
-    /// Gives back the slot of a successful login.
-    pub async fn release(&self, username: &Username) -> redis::RedisResult<()> {
+    /// Reserves a slot for one password check of `username`, waiting up to
+    /// [`MAX_WAIT`] while all free slots are held by checks in flight.
+    pub async fn reserve(&self, username: &Username) -> redis::RedisResult<Attempt> {
+        let key = key_for(username);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let mut conn = self.redis.conn();
+            let (outcome, left_ms): (i64, i64) = self
+                .reserve
+                .key(&key)
+                .arg(self.max_failures)
+                .arg(self.window_ms())
+                .invoke_async(&mut conn)
+                .await?;
+            match outcome {
+                1 => return Ok(Attempt::Allowed),
+                0 => {
+                    return Ok(Attempt::Blocked {
+                        retry_after: Duration::from_millis(left_ms.max(0) as u64),
+                    });
+                }
+                _ if started.elapsed() >= MAX_WAIT => {
+                    return Ok(Attempt::Blocked {
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+                _ => {
+                    // Checks take tens of milliseconds; back off so a crowd
+                    // of waiters does not turn into a flood of scripts.
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// Frees the slot of a finished check, counting it if it `failed`.
+    pub async fn finish(&self, username: &Username, failed: bool) -> redis::RedisResult<()> {
         let mut conn = self.redis.conn();
-        self.release
+        self.finish
             .key(key_for(username))
+            .arg(u8::from(failed))
+            .arg(self.window_ms())
             .invoke_async::<i64>(&mut conn)
             .await
             .map(drop)
     }
 }
 
-/// The Redis key counting `username`'s failures: a fixed-length hash.
+/// The Redis hash counting `username`'s attempts: a fixed-length key.
 pub fn key_for(username: &Username) -> String {
     let digest = Blake2s256::digest(username.as_str().as_bytes());
     let mut key = String::with_capacity(KEY_PREFIX.len() + 32);
     key.push_str(KEY_PREFIX);
     for byte in &digest[..16] {
-        key.push_str(&format!("{byte:02x}"));
+        write!(key, "{byte:02x}").expect("writing to a String");
     }
     key
 }

@@ -65,7 +65,8 @@ pub struct TokenResponse {
             64 characters, or a password over 1024 bytes), with `param`", body = ErrorBody,
             example = json!({"error": {"type": "invalid_request_error", "code": "missing_field",
                 "message": "password is required", "param": "password"}})),
-        (status = 429, description = "`too_many_attempts`: too many failed logins for this username",
+        (status = 429, description = "`too_many_attempts`: 5 failed logins for this username within \
+            60 s (or its slots stayed taken by checks in flight for 5 s)",
             body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until attempts are accepted again")),
             example = json!({"error": {"type": "rate_limit_error", "code": "too_many_attempts",
@@ -108,12 +109,25 @@ async fn login(
         .with_header(header::RETRY_AFTER, HeaderValue::from(secs)));
     }
 
-    let Some(user) = state
-        .authenticator
-        .authenticate(&username, password)
-        .await
-        .map_err(ApiError::internal)?
-    else {
+    // The check and the release of its slot run as their own task, so a
+    // client hanging up mid-check cannot leave the slot taken.
+    let task_state = state.clone();
+    let task_username = username.clone();
+    let (outcome, finished) = tokio::spawn(async move {
+        let outcome = task_state
+            .authenticator
+            .authenticate(&task_username, password)
+            .await;
+        let failed = matches!(outcome, Ok(None));
+        let finished = task_state.limiter.finish(&task_username, failed).await;
+        (outcome, finished)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+
+    let Some(user) = outcome.map_err(ApiError::internal)? else {
+        // An uncounted failure would be a free guess: without Redis, 503.
+        finished?;
         // No username in the log: people type passwords into that field.
         tracing::info!("login refused: invalid credentials");
         return Err(ApiError::unauthorized(
@@ -121,12 +135,10 @@ async fn login(
             "the username or password is wrong",
         ));
     };
-
-    // The login succeeded: its reserved slot was not a failure. If Redis
-    // has gone in the meantime the slot stays counted (stricter, never
-    // looser), and the user, whose password was right, still gets a token.
-    if let Err(error) = state.limiter.release(&username).await {
-        tracing::warn!(%error, "could not release a login attempt slot");
+    // The password was right; if Redis went away meanwhile, the slot
+    // expires with the window and the user still gets a token.
+    if let Err(error) = finished {
+        tracing::warn!(%error, "could not free a login slot");
     }
     let (access_token, claims) = state.issuer.issue(&user.username, &user.merchant_id);
     tracing::info!(user = %claims.sub, merchant = %claims.mid, jti = %claims.jti, "token issued");

@@ -124,8 +124,8 @@ fn verifier() -> TokenVerifier {
     TokenVerifier::new(&JwtSecret::new(SECRET).unwrap())
 }
 
-fn failure_keys(redis: &RedisServer) -> Vec<String> {
-    redis.connection().keys("auth:login-failures:*").unwrap()
+fn attempt_keys(redis: &RedisServer) -> Vec<String> {
+    redis.connection().keys("auth:logins:*").unwrap()
 }
 
 #[tokio::test]
@@ -162,12 +162,21 @@ async fn json_and_form_logins_for_both_dev_users() {
     assert_eq!(answer.status, 200, "{}", answer.text);
     let token = answer.json()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(verifier().verify(&token).unwrap().sub, "alice");
-    // Successful logins leave no failures behind.
-    let counts: Vec<i64> = failure_keys(&app.redis)
-        .iter()
-        .map(|key| app.redis.connection().get(key).unwrap())
-        .collect();
-    assert!(counts.iter().all(|&count| count == 0), "{counts:?}");
+    // Successful logins leave no failures and no slot behind.
+    let mut conn = app.redis.connection();
+    for key in attempt_keys(&app.redis) {
+        let (failures, inflight): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(&key)
+            .arg("failures")
+            .arg("inflight")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(
+            (failures.unwrap_or(0), inflight.unwrap_or(0)),
+            (0, 0),
+            "{key}"
+        );
+    }
 }
 
 /// A UUID check without another dependency: 8-4-4-4-12 hex digits.
@@ -230,7 +239,7 @@ async fn five_failures_lock_the_username_until_the_window_passes() {
     // alice's counter expires within the 60 s window.
     let key = key_for(&Username::parse("alice").unwrap());
     let mut conn = app.redis.connection();
-    let failures: i64 = conn.get(&key).unwrap();
+    let failures: i64 = conn.hget(&key, "failures").unwrap();
     assert_eq!(failures, 5);
     let ttl_ms: i64 = conn.pttl(&key).unwrap();
     assert!((1..=60_000).contains(&ttl_ms), "{ttl_ms}");
@@ -253,6 +262,15 @@ async fn only_failures_count_towards_the_limit() {
     }
     assert_eq!(app.login_json("bob", "wrong").await.status, 401);
     assert_eq!(app.login_json("bob", "password").await.status, 429);
+}
+
+#[tokio::test]
+async fn parallel_logins_of_one_user_all_succeed() {
+    let app = App::start().await;
+    let logins = (0..12).map(|_| app.login_json("alice", "password"));
+    for answer in futures::future::join_all(logins).await {
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
 }
 
 #[tokio::test]
@@ -413,7 +431,7 @@ async fn content_types_and_malformed_bodies_are_json_errors() {
         assert_eq!(answer.header("content-type"), Some("application/json"));
     }
     // None of these reached the password check, so none counted as a failure.
-    assert!(failure_keys(&app.redis).is_empty());
+    assert!(attempt_keys(&app.redis).is_empty());
 }
 
 #[tokio::test]
