@@ -18,6 +18,8 @@ use crate::worker::Worker;
 
 /// Pause after a Redis error before the loop tries again.
 const ERROR_PAUSE: Duration = Duration::from_millis(500);
+/// A consumer idle this long (and holding nothing) has surely exited.
+const PRUNE_MIN_IDLE: Duration = Duration::from_secs(5);
 /// Retries moved per script call (the mover loops while there are more).
 const MOVE_BATCH: usize = 500;
 
@@ -120,6 +122,7 @@ impl Consumer {
                     slots.len(),
                 )
                 .await;
+                self.prune(&mut conn).await;
                 claimed.map(|(entries, cursor)| {
                     if !entries.is_empty() {
                         tracing::info!(count = entries.len(), "reclaimed stale messages");
@@ -138,6 +141,13 @@ impl Consumer {
                 Ok(entries) => entries,
                 Err(error) => {
                     tracing::warn!(%error, "reading the stream failed; retrying");
+                    // A Redis that lost its data (restarted without
+                    // persistence) lost the group too: make it again.
+                    if error.code() == Some("NOGROUP")
+                        && let Err(error) = stream::ensure_group(&mut conn).await
+                    {
+                        tracing::warn!(%error, "recreating the consumer group failed");
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(ERROR_PAUSE) => {}
                         () = shutdown.wait() => {}
@@ -185,6 +195,21 @@ impl Consumer {
         }
         mover.abort();
         tracing::info!("consumer stopped");
+    }
+
+    /// Forgets consumers of exited processes (see
+    /// [`stream::prune_departed_consumers`]). They are idle for at least
+    /// twice the claim time, and never less than [`PRUNE_MIN_IDLE`].
+    async fn prune(&self, conn: &mut redis::aio::ConnectionManager) {
+        let idle = (self.claim_idle * 2).max(PRUNE_MIN_IDLE);
+        match stream::prune_departed_consumers(conn, &self.name, idle.as_millis() as u64).await {
+            Ok(removed) => {
+                for name in removed {
+                    tracing::info!(consumer = %name, "removed departed consumer from the group");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "listing consumers failed"),
+        }
     }
 
     /// Creates the stream and group, retrying while Redis is unreachable.

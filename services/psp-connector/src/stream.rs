@@ -272,3 +272,35 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Removes consumers that hold nothing and have not touched the group for
+/// `idle_ms` — processes that exited (every process, and every restart, is
+/// a new consumer name). A live consumer reads at least every
+/// [`READ_BLOCK_MS`], and one that was removed anyway is re-created by its
+/// next read, so this can never lose a message. Returns the removed names.
+pub async fn prune_departed_consumers<C: ConnectionLike + Send>(
+    conn: &mut C,
+    me: &str,
+    idle_ms: u64,
+) -> redis::RedisResult<Vec<String>> {
+    let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(STREAM)
+        .arg(GROUP)
+        .query_async(conn)
+        .await?;
+    let mut removed = Vec::new();
+    for consumer in reply.consumers {
+        if consumer.name != me && consumer.pending == 0 && consumer.idle as u64 > idle_ms {
+            redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(STREAM)
+                .arg(GROUP)
+                .arg(&consumer.name)
+                .query_async::<()>(conn)
+                .await?;
+            removed.push(consumer.name);
+        }
+    }
+    Ok(removed)
+}

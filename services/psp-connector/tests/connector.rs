@@ -426,3 +426,86 @@ async fn work_not_finished_within_the_drain_timeout_is_reclaimed() {
     assert_eq!(stat(&stats, "max_charges_per_key"), 1, "{stats}");
     assert_eq!(stat(&stats, "total_charges"), 3, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_redis_and_work_resumes_after_a_restart() {
+    let mut redis = RedisServer::start();
+    let sandbox = Sandbox::start(0, 0, 0.0).await;
+    let connector = Connector::spawn(&redis.url(), &sandbox.url(), &[]);
+    connector.wait_ready().await;
+    let readyz = format!("http://{}/readyz", connector.health);
+
+    redis.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = reqwest::get(&readyz).await.expect("readyz answers");
+        if response.status() == 503 {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "not_ready");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready without Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let healthz = reqwest::get(format!("http://{}/healthz", connector.health))
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200, "alive, just not ready");
+
+    redis.restart();
+    connector.wait_ready().await;
+    let mut conn = redis.connection();
+    let ids = seed(&mut conn, &[APPROVED; 10]);
+    let records = wait_final(&mut conn, &ids, Duration::from_secs(20)).await;
+    assert!(records.values().all(|r| r.status == "succeeded"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_of_exited_processes_are_removed_from_the_group() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let sandbox = Sandbox::start(0, 0, 0.0).await;
+    let gone = Connector::spawn(
+        &redis.url(),
+        &sandbox.url(),
+        &[("CONNECTOR_CONSUMER_NAME", "gone".into())],
+    );
+    gone.wait_ready().await;
+    let names = |conn: &mut redis::Connection| -> Vec<String> {
+        let reply: redis::streams::StreamInfoConsumersReply = conn
+            .xinfo_consumers(STREAM, platform::queue::GROUP)
+            .unwrap();
+        reply.consumers.into_iter().map(|c| c.name).collect()
+    };
+    // A consumer joins the group with the first entry it is handed.
+    let ids = seed(&mut conn, &[APPROVED]);
+    wait_final(&mut conn, &ids, Duration::from_secs(10)).await;
+    wait_until("consumer joined the group", Duration::from_secs(5), || {
+        names(&mut conn).contains(&"gone".to_owned())
+    })
+    .await;
+    gone.child.signal("TERM");
+    let (status, _) = gone.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0));
+
+    let stays = Connector::spawn(
+        &redis.url(),
+        &sandbox.url(),
+        &[
+            ("CONNECTOR_CONSUMER_NAME", "stays".into()),
+            ("CONNECTOR_CLAIM_IDLE_MS", "500".into()),
+        ],
+    );
+    stays.wait_ready().await;
+    // Removed once idle for 5 s (the minimum), checked every 250 ms.
+    wait_until("departed consumer removed", Duration::from_secs(15), || {
+        !names(&mut conn).contains(&"gone".to_owned())
+    })
+    .await;
+    let ids = seed(&mut conn, &[APPROVED]);
+    wait_final(&mut conn, &ids, Duration::from_secs(10)).await;
+    assert_eq!(names(&mut conn), vec!["stays".to_owned()]);
+}
