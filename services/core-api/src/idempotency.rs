@@ -1,17 +1,23 @@
 //! `Idempotency-Key` handling (DESIGN §4): per merchant, kept 24 hours.
 //!
 //! Two phases around the transaction write:
-//! 1. [`claim`]: one script atomically reads `idem:{merchant}:{key}` and, if
-//!    it is free, sets an *in-progress* marker (our random owner token and
-//!    the request fingerprint) with a short TTL ([`CLAIM_TTL`]). A second
-//!    request finding the marker answers 409 `request_in_progress` (same
-//!    body) or 422 `idempotency_key_reused` (other body).
-//! 2. The transaction-create script (see [`crate::transactions::store`])
-//!    checks the marker is still ours and, in the same atomic step as the
-//!    record, indexes and queue message, replaces it with the *completed*
-//!    entry: fingerprint plus the exact response, kept [`RETENTION`]. Later
-//!    requests with the same key get that response again (same body) or
-//!    422 (other body).
+//! 1. *claim*: a script atomically reads `idem:{merchant}:{key}` and, if it
+//!    is free, sets an *in-progress* marker (a random owner token and the
+//!    request fingerprint) with a short TTL ([`CLAIM_TTL`]). A request
+//!    finding the marker answers 409 `request_in_progress` (same body) or
+//!    422 `idempotency_key_reused` (other body).
+//! 2. *create* (see [`crate::transactions::store`]): checks the marker is
+//!    still ours and, in the same atomic step as the record, indexes and
+//!    queue message, replaces it with the *completed* entry: fingerprint
+//!    plus the exact response, kept [`RETENTION`]. Later requests with the
+//!    key get that response again (same body) or 422 (other body).
+//!
+//! Both scripts go to Redis in one pipeline, so the protocol costs one
+//! round trip; when the claim finds an entry, the create script finds the
+//! marker is not ours and writes nothing. The marker is visible between
+//! the two scripts, so a duplicate sent through another core-api instance
+//! at that moment gets the 409; through the same instance (one multiplexed
+//! connection, pipelines sent whole) it gets the replay.
 //!
 //! If phase 2 fails (Redis error) the marker is deleted, best effort and
 //! only if still ours, so the client can retry at once; if even that fails,
@@ -108,18 +114,12 @@ impl Entry {
     }
 }
 
-/// The outcome of [`claim`].
+/// The stored response of a completed request with the same body.
 #[derive(Debug)]
-pub enum Claim {
-    /// The key was free and is now ours; `marker` is the encoded entry the
-    /// create script must find.
-    Acquired { marker: String },
-    /// A completed request with the same body: answer with its response.
-    Replay {
-        status: u16,
-        location: String,
-        body: String,
-    },
+pub struct Replay {
+    pub status: u16,
+    pub location: String,
+    pub body: String,
 }
 
 const CLAIM_SCRIPT: &str = r#"
@@ -134,29 +134,35 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
-/// Phase 1: takes the key, or explains why not (409/422 as errors).
-pub async fn claim<C: ConnectionLike + Send>(
-    conn: &mut C,
-    redis_key: &str,
-    fingerprint: &str,
-) -> Result<Claim, ApiError> {
-    static SCRIPT: std::sync::LazyLock<redis::Script> =
-        std::sync::LazyLock::new(|| redis::Script::new(CLAIM_SCRIPT));
-    let marker = Entry::InProgress {
+/// The claim script, for [`crate::transactions::store::run_scripts`].
+pub static CLAIM: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(CLAIM_SCRIPT));
+
+/// A fresh in-progress marker for a request with `fingerprint`.
+pub fn new_marker(fingerprint: &str) -> String {
+    Entry::InProgress {
         owner: uuid::Uuid::new_v4().simple().to_string(),
         fingerprint: fingerprint.to_owned(),
     }
-    .encode();
-    let existing: Option<String> = SCRIPT
-        .key(redis_key)
-        .arg(&marker)
-        .arg(CLAIM_TTL.as_millis() as u64)
-        .invoke_async(conn)
-        .await?;
-    let Some(existing) = existing else {
-        return Ok(Claim::Acquired { marker });
-    };
-    let entry: Entry = serde_json::from_str(&existing)
+    .encode()
+}
+
+/// Phase 1 as a command: answers nil when the key was free and now holds
+/// `marker`, else the entry that is there.
+pub fn claim_command(redis_key: &str, marker: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(CLAIM.get_hash())
+        .arg(1)
+        .arg(redis_key)
+        .arg(marker)
+        .arg(CLAIM_TTL.as_millis() as u64);
+    cmd
+}
+
+/// What an existing entry means for a request with `fingerprint`: a
+/// replay, or a 409/422.
+pub fn answer_from(existing: &str, fingerprint: &str) -> Result<Replay, ApiError> {
+    let entry: Entry = serde_json::from_str(existing)
         .map_err(|e| ApiError::internal(format!("undecodable idempotency entry: {e}")))?;
     if entry.fingerprint() != fingerprint {
         return Err(key_reused());
@@ -168,7 +174,7 @@ pub async fn claim<C: ConnectionLike + Send>(
             location,
             body,
             ..
-        } => Ok(Claim::Replay {
+        } => Ok(Replay {
             status,
             location,
             body,

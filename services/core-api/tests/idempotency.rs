@@ -181,3 +181,25 @@ async fn a_request_in_flight_answers_409_until_it_completes() {
     );
     assert_eq!(app.queued().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scripts_forgotten_by_redis_are_loaded_again() {
+    let app = App::start().await;
+    let token = app.alice();
+    assert_eq!(
+        app.create(&token, &valid_body(), Some("a")).await.status,
+        202
+    );
+    let mut conn = app.redis.connection();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    assert_eq!(
+        app.create(&token, &valid_body(), Some("b")).await.status,
+        202
+    );
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    assert_eq!(app.create(&token, &valid_body(), None).await.status, 202);
+    let replay = app.create(&token, &valid_body(), Some("b")).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(app.record_ids().len(), 3);
+    assert_eq!(app.queued().len(), 3);
+}

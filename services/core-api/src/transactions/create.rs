@@ -15,7 +15,7 @@ use super::request::{CreateTransactionRequest, NewTransaction};
 use super::store::{self, CreateOutcome, IdempotencyWrite, NewRecord};
 use crate::AppState;
 use crate::domain::IdempotencyKey;
-use crate::idempotency::{self, Claim, Entry};
+use crate::idempotency::{self, Entry, Replay};
 
 /// Accepts a transaction for charging. It is `pending` until a PSP
 /// connector picks it up; poll `GET /transactions/{id}` for the outcome.
@@ -61,22 +61,12 @@ pub async fn create_transaction(
     let new = request.validate()?;
     let mut conn = state.redis.conn();
 
-    // Phase 1 (with a key): claim it, or answer from what is there.
-    let claim = match &idempotency_key {
-        Some(key) => {
-            let redis_key = idempotency::key(&caller.merchant, key);
-            let fingerprint = state.fingerprinter.fingerprint(&new.canonical_bytes());
-            match idempotency::claim(&mut conn, &redis_key, &fingerprint).await? {
-                Claim::Replay {
-                    status,
-                    location,
-                    body,
-                } => return Ok(replay(status, &location, body)),
-                Claim::Acquired { marker } => Some((redis_key, marker, fingerprint)),
-            }
-        }
-        None => None,
-    };
+    // With a key: the fingerprint of this body and a fresh claim marker.
+    let claim = idempotency_key.as_ref().map(|key| {
+        let fingerprint = state.fingerprinter.fingerprint(&new.canonical_bytes());
+        let marker = idempotency::new_marker(&fingerprint);
+        (idempotency::key(&caller.merchant, key), marker, fingerprint)
+    });
 
     let id = TransactionId::generate();
     let transaction = new_transaction(&id, &caller, &new);
@@ -115,9 +105,37 @@ pub async fn create_transaction(
                 }
                 .encode(),
             });
+    let create = store::create_command(&record, idempotency_write.as_ref());
 
-    // Phase 2: everything in one script.
-    match store::create(&mut conn, &record, idempotency_write.as_ref()).await {
+    // One round trip: [claim,] create.
+    let mut pipeline = redis::pipe();
+    let result = match &claim {
+        Some((redis_key, marker, fingerprint)) => {
+            pipeline
+                .add_command(idempotency::claim_command(redis_key, marker))
+                .add_command(create);
+            let scripts = [&*idempotency::CLAIM, &*store::CREATE];
+            match store::run_scripts::<_, (Option<String>, String)>(&mut conn, &pipeline, &scripts)
+                .await
+            {
+                // The key was taken: the create wrote nothing; answer from
+                // what is there. (Our own marker means a retried pipeline.)
+                Ok((Some(existing), _)) if &existing != marker => {
+                    let replay = idempotency::answer_from(&existing, fingerprint)?;
+                    return Ok(replayed(replay));
+                }
+                Ok((_, outcome)) => Ok(CreateOutcome::from_reply(&outcome)),
+                Err(error) => Err(error),
+            }
+        }
+        None => {
+            pipeline.add_command(create);
+            store::run_scripts::<_, (String,)>(&mut conn, &pipeline, &[&*store::CREATE])
+                .await
+                .map(|(outcome,)| CreateOutcome::from_reply(&outcome))
+        }
+    };
+    match result {
         Ok(CreateOutcome::Created) => {}
         Ok(CreateOutcome::ClaimLost) => return Err(idempotency::in_progress()),
         Ok(CreateOutcome::Refused(reason)) => {
@@ -207,9 +225,9 @@ fn accepted(status: StatusCode, location: &str, body: String) -> Response {
     response
 }
 
-fn replay(status: u16, location: &str, body: String) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-    let mut response = accepted(status, location, body);
+fn replayed(replay: Replay) -> Response {
+    let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::ACCEPTED);
+    let mut response = accepted(status, &replay.location, replay.body);
     response.headers_mut().insert(
         idempotency::REPLAYED_HEADER,
         HeaderValue::from_static("true"),

@@ -60,38 +60,75 @@ pub struct NewRecord<'a> {
     pub message: &'a ChargeMessage,
 }
 
-pub async fn create<C: ConnectionLike + Send>(
-    conn: &mut C,
+/// The create script (see [`CREATE_SCRIPT`]), for [`run_scripts`].
+pub static CREATE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(CREATE_SCRIPT));
+
+/// The create script as one command, to run alone or pipelined after the
+/// idempotency claim. Its reply decodes with [`CreateOutcome::from_reply`].
+pub fn create_command(
     record: &NewRecord<'_>,
     idempotency: Option<&IdempotencyWrite<'_>>,
-) -> redis::RedisResult<CreateOutcome> {
-    static SCRIPT: std::sync::LazyLock<redis::Script> =
-        std::sync::LazyLock::new(|| redis::Script::new(CREATE_SCRIPT));
+) -> redis::Cmd {
     let record_key = keys::record(record.id);
-    let mut invocation = SCRIPT.key(&record_key);
-    invocation.key(queue::STREAM);
-    invocation.key(idempotency.map_or(record_key.as_str(), |i| i.redis_key));
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(CREATE.get_hash())
+        .arg(3 + record.indexes.len())
+        .arg(&record_key)
+        .arg(queue::STREAM)
+        .arg(idempotency.map_or(record_key.as_str(), |i| i.redis_key));
     for index in &record.indexes {
-        invocation.key(index);
+        cmd.arg(index);
     }
-    invocation.arg(record.id.as_str());
+    cmd.arg(record.id.as_str());
     match idempotency {
-        Some(write) => invocation
+        Some(write) => cmd
             .arg(write.marker)
             .arg(&write.completed)
             .arg(crate::idempotency::RETENTION.as_millis() as u64),
-        None => invocation.arg("").arg("").arg(0),
+        None => cmd.arg("").arg("").arg(0),
     };
-    invocation.arg(record.message.to_payload());
+    cmd.arg(record.message.to_payload());
     for (field, value) in &record.fields {
-        invocation.arg(*field).arg(value);
+        cmd.arg(*field).arg(value);
     }
-    let outcome: String = invocation.invoke_async(conn).await?;
-    Ok(match outcome.as_str() {
-        "ok" => CreateOutcome::Created,
-        "claim_lost" => CreateOutcome::ClaimLost,
-        other => CreateOutcome::Refused(other.to_owned()),
-    })
+    cmd
+}
+
+impl CreateOutcome {
+    pub fn from_reply(reply: &str) -> Self {
+        match reply {
+            "ok" => CreateOutcome::Created,
+            "claim_lost" => CreateOutcome::ClaimLost,
+            other => CreateOutcome::Refused(other.to_owned()),
+        }
+    }
+}
+
+/// Runs a pipeline of EVALSHA commands in one round trip. Redis forgets
+/// scripts when it restarts; then the scripts are loaded and the pipeline
+/// sent once more (a script that answered NOSCRIPT did not run, and the
+/// claim/create pair is safe to repeat: the create checks the claim).
+pub async fn run_scripts<C, T>(
+    conn: &mut C,
+    pipeline: &redis::Pipeline,
+    scripts: &[&redis::Script],
+) -> redis::RedisResult<T>
+where
+    C: ConnectionLike + Send,
+    T: redis::FromRedisValue,
+{
+    match pipeline.query_async(conn).await {
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        {
+            for script in scripts {
+                script.load_async(conn).await?;
+            }
+            pipeline.query_async(conn).await
+        }
+        result => result,
+    }
 }
 
 /// The record hash of `id`; empty when there is none. O(fields).
