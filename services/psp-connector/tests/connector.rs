@@ -509,3 +509,26 @@ async fn consumers_of_exited_processes_are_removed_from_the_group() {
     wait_final(&mut conn, &ids, Duration::from_secs(10)).await;
     assert_eq!(names(&mut conn), vec!["stays".to_owned()]);
 }
+
+#[test]
+fn bad_settings_stop_the_process_with_a_one_line_error() {
+    for (name, value, problem) in [
+        ("PSP_MAX_ATTEMPTS", "0", "must be at least 1"),
+        ("CONNECTOR_CONCURRENCY", "many", "invalid digit"),
+        ("PSP_URL", "ftp://psp", "http"),
+        ("CONNECTOR_CLAIM_IDLE_MS", "0", "at least 1 ms"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_psp-connector"))
+            .env_clear()
+            .env(name, value)
+            .output()
+            .expect("run psp-connector");
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with(&format!("config error: {name}:")) && stderr.contains(problem),
+            "{name}={value}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
