@@ -116,7 +116,7 @@ impl LoginLimiter {
     pub async fn reserve(&self, username: &Username) -> redis::RedisResult<Attempt> {
         let key = key_for(username);
         let started = Instant::now();
-        let mut pause = Duration::from_millis(5);
+        let mut pause = Duration::from_millis(2);
         loop {
             let mut conn = self.redis.conn();
             let (outcome, left_ms): (i64, i64) = self
@@ -142,7 +142,7 @@ impl LoginLimiter {
                     // Checks take tens of milliseconds; back off so a crowd
                     // of waiters does not turn into a flood of scripts.
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(200));
+                    pause = (pause * 2).min(Duration::from_millis(50));
                 }
             }
         }
