@@ -9,6 +9,7 @@
 //! ```text
 //! cargo build --release -p psp-sandbox -p psp-connector --bins
 //! cargo run --release -p psp-connector --example settle_bench [N_AT_0MS] [N_AT_50MS]
+//! BENCH_RUST_LOG=info cargo run --release -p psp-connector --example settle_bench
 //! ```
 
 use std::net::SocketAddr;
@@ -31,10 +32,11 @@ fn main() {
     let n_slow: usize = args.next().map(|a| a.parse().expect("N")).unwrap_or(10_000);
     let bin_dir = binaries();
     println!(
-        "machine: {} cpus; {CONNECTORS} connectors x CONNECTOR_CONCURRENCY={CONCURRENCY}; RUST_LOG=warn",
+        "machine: {} cpus; {CONNECTORS} connectors x CONNECTOR_CONCURRENCY={CONCURRENCY}; RUST_LOG={}",
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(0)
+            .unwrap_or(0),
+        log_level()
     );
     for (latency_ms, n) in [(0u64, n_fast), (50, n_slow)] {
         run(&bin_dir, latency_ms, n);
@@ -59,13 +61,20 @@ fn binaries() -> PathBuf {
     dir
 }
 
+/// `BENCH_RUST_LOG` (default `warn`): the services' log level. At `info`
+/// every settled transaction writes a connector line and a sandbox access
+/// line, which on two cores is a measurable share of the work.
+fn log_level() -> String {
+    std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".to_owned())
+}
+
 fn spawn(binary: PathBuf, envs: &[(&str, String)]) -> ChildGuard {
     let mut command = Command::new(binary);
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log_level())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     for (name, value) in envs {
