@@ -69,7 +69,15 @@ async fn body_rejections_answer_json_errors() {
         request.send()
     };
 
-    let cases: Vec<(Option<&'static str>, Vec<u8>, u16, &str, Option<&str>)> = vec![
+    // (content type, body, expected status, code, param)
+    type Case = (
+        Option<&'static str>,
+        Vec<u8>,
+        u16,
+        &'static str,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             Some("text/plain"),
             br#"{"amount":1,"currency":"EUR"}"#.to_vec(),
