@@ -1,0 +1,476 @@
+// The dev dashboard: plain browser JavaScript, no framework, nothing fetched
+// from anywhere but this gateway. Three parts:
+//   - the process panel reads process-compose's REST API through the
+//     gateway's /_pc/ proxy (same origin, so no CORS), and says so plainly
+//     when process-compose is not there;
+//   - Get token / Create payment call the real APIs and show the raw
+//     request and response;
+//   - the transactions table lists the merchant's transactions with the list
+//     endpoint's filters and refreshes while any of them is not final.
+"use strict";
+
+const FINAL = new Set(["succeeded", "declined", "failed"]);
+const PROCESS_POLL_MS = 2000;
+const TX_POLL_MS = 1000;
+// The gateway only forwards /_pc/ requests that carry this header: a page
+// on another site cannot add it without a CORS preflight nobody answers.
+const PC_HEADERS = { "X-Dashboard": "1" };
+
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  token: null, // { value, user, merchant, exp (ms since epoch) }
+  cursor: null, // starting_after of the current page
+  nextCursor: null,
+  txTimer: null,
+};
+
+// ---------------------------------------------------------------- helpers
+
+function text(tag, content, className) {
+  const el = document.createElement(tag);
+  if (content !== undefined && content !== null) el.textContent = String(content);
+  if (className) el.className = className;
+  return el;
+}
+
+// RFC 4122 version 4, from getRandomValues: crypto.randomUUID() exists only
+// in secure contexts, and http://platform:8000 is not one.
+function uuid4() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function jwtClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")));
+  } catch {
+    return {};
+  }
+}
+
+function formatAmount(amount, currency) {
+  try {
+    const digits = new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions()
+      .maximumFractionDigits;
+    return `${(amount / 10 ** digits).toFixed(digits)} ${currency}`;
+  } catch {
+    return `${amount} ${currency}`;
+  }
+}
+
+function shortTime(rfc3339) {
+  const d = new Date(rfc3339);
+  return Number.isNaN(d.getTime()) ? String(rfc3339 ?? "") : d.toLocaleTimeString();
+}
+
+function age(nanoseconds) {
+  const s = Math.floor((nanoseconds || 0) / 1e9);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+}
+
+// ------------------------------------------------------ raw HTTP exchange
+
+function describeRequest(method, path, headers, body) {
+  const lines = [`${method} ${path}`];
+  for (const [name, value] of Object.entries(headers)) {
+    const shown = name === "Authorization" ? `${value.slice(0, 20)}…` : value;
+    lines.push(`${name}: ${shown}`);
+  }
+  if (body !== undefined) lines.push("", body);
+  return lines.join("\n");
+}
+
+function describeResponse(response, bodyText) {
+  const lines = [`${response.status} ${response.statusText}`];
+  response.headers.forEach((value, name) => lines.push(`${name}: ${value}`));
+  let pretty = bodyText;
+  try {
+    pretty = JSON.stringify(JSON.parse(bodyText), null, 2);
+  } catch {
+    // not JSON: shown as it came
+  }
+  if (bodyText) lines.push("", pretty);
+  return lines.join("\n");
+}
+
+// Sends one request through the gateway. `show` puts the raw exchange in
+// the "Last call" panel. Resolves to { status, body, error } where `error`
+// is the platform's error object for 4xx/5xx answers.
+async function call(method, path, { headers = {}, json, show = false } = {}) {
+  const sent = { ...headers };
+  let body;
+  if (json !== undefined) {
+    sent["Content-Type"] = "application/json";
+    body = JSON.stringify(json, null, 2);
+  }
+  if (show) {
+    $("#raw-request").textContent = describeRequest(method, path, sent, body);
+    $("#raw-response").textContent = "(waiting…)";
+  }
+  let response;
+  try {
+    response = await fetch(path, { method, headers: sent, body, cache: "no-store" });
+  } catch (e) {
+    const error = { code: "network_error", message: `the gateway did not answer: ${e.message}` };
+    if (show) $("#raw-response").textContent = `(no response: ${e.message})`;
+    return { status: 0, body: null, error };
+  }
+  const bodyText = await response.text();
+  if (show) $("#raw-response").textContent = describeResponse(response, bodyText);
+  let parsed = null;
+  try {
+    parsed = JSON.parse(bodyText);
+  } catch {
+    parsed = null;
+  }
+  let error = null;
+  if (!response.ok) {
+    error = (parsed && parsed.error) || { code: "http_" + response.status, message: bodyText || response.statusText };
+  }
+  return { status: response.status, body: parsed, error };
+}
+
+// A sentence a person can act on, for an error of the platform.
+function explain(status, error) {
+  switch (error.code) {
+    case "token_expired":
+      return `Your token expired (tokens live ${state.token ? state.token.lifetime : 30} seconds). Click Get token for a new one, then try again.`;
+    case "missing_token":
+      return "No token: click Get token first.";
+    case "invalid_token":
+      return "The gateway refused the token. Click Get token for a new one.";
+    case "invalid_credentials":
+      return "Wrong user name or password.";
+    case "too_many_attempts":
+      return "Too many failed logins for this user; wait a little and try again.";
+    case "idempotency_key_reused":
+    case "request_in_progress":
+      return `${error.message} (the dashboard sends a fresh Idempotency-Key per click; try again).`;
+    case "network_error":
+      return `${error.message}. Is the platform running?`;
+    default: {
+      const param = error.param ? ` (field: ${error.param})` : "";
+      const what = status >= 500 ? "The platform failed" : "The request was refused";
+      return `${what}: ${error.message || error.code}${param}.`;
+    }
+  }
+}
+
+function showError(status, error) {
+  const box = $("#call-error");
+  box.replaceChildren(
+    text("strong", `${status || "no answer"} ${error.code || ""}`),
+    document.createTextNode(" — " + explain(status, error)),
+  );
+  if (["token_expired", "invalid_token", "missing_token"].includes(error.code)) {
+    box.append(" ");
+    const again = text("button", "Get a new token");
+    again.type = "button";
+    again.addEventListener("click", getToken);
+    box.append(again);
+  }
+  box.hidden = false;
+  box.dataset.code = error.code || "";
+}
+
+function clearError() {
+  const box = $("#call-error");
+  box.hidden = true;
+  box.replaceChildren();
+  box.dataset.code = "";
+}
+
+// --------------------------------------------------------- process panel
+
+async function refreshProcesses() {
+  const status = $("#pc-status");
+  const table = $("#process-table");
+  let response;
+  try {
+    response = await fetch("/_pc/processes", { headers: PC_HEADERS, cache: "no-store" });
+  } catch {
+    response = null;
+  }
+  let data = null;
+  if (response && response.ok) {
+    try {
+      data = (await response.json()).data;
+    } catch {
+      data = null;
+    }
+  }
+  if (!Array.isArray(data)) {
+    table.hidden = true;
+    status.className = "status-line warn";
+    status.dataset.state = "unreachable";
+    status.textContent =
+      response && response.status === 403
+        ? "The gateway shows process-compose only to requests from this machine (and from this page)."
+        : "process-compose is not reachable: the platform is not running under process-compose here " +
+          "(for example in CI), or its API is not on the port the gateway expects " +
+          "(PC_API_UPSTREAM, default 127.0.0.1:8080). Tokens, payments and the table below still work.";
+    return;
+  }
+  status.className = "status-line";
+  status.dataset.state = "ok";
+  const ready = data.filter((p) => p.is_ready === "Ready").length;
+  status.textContent = `${data.length} processes, ${ready} ready.`;
+  const rows = data
+    .slice()
+    .sort((a, b) => (a.namespace + a.name).localeCompare(b.namespace + b.name))
+    .map((p) => {
+      const tr = document.createElement("tr");
+      tr.dataset.process = p.name;
+      const readyCell = text("td", p.is_ready === "-" ? "—" : p.is_ready);
+      readyCell.className = p.is_ready === "Ready" ? "ok" : p.is_ready === "Not Ready" ? "bad" : "";
+      const statusCell = text("td", p.status, p.status === "Running" ? "ok" : p.status === "Error" ? "bad" : "");
+      const button = text("button", "Restart");
+      button.type = "button";
+      button.addEventListener("click", () => restartProcess(p.name, button));
+      const action = document.createElement("td");
+      action.append(button);
+      tr.append(
+        text("td", p.name),
+        text("td", p.namespace),
+        statusCell,
+        readyCell,
+        text("td", p.restarts),
+        text("td", p.pid || "—"),
+        text("td", p.status === "Running" ? age(p.age) : "—"),
+        action,
+      );
+      return tr;
+    });
+  table.tBodies[0].replaceChildren(...rows);
+  table.hidden = false;
+}
+
+async function restartProcess(name, button) {
+  button.disabled = true;
+  button.textContent = "Restarting…";
+  const result = await call("POST", `/_pc/process/restart/${encodeURIComponent(name)}`, {
+    headers: PC_HEADERS,
+    show: true,
+  });
+  if (result.error) showError(result.status, result.error);
+  else clearError();
+  await refreshProcesses();
+}
+
+// ------------------------------------------------------------------ token
+
+function renderToken() {
+  const el = $("#token-state");
+  const t = state.token;
+  if (!t) {
+    el.textContent = "No token yet.";
+    el.className = "status-line";
+    return;
+  }
+  const left = Math.ceil((t.exp - Date.now()) / 1000);
+  if (left > 0) {
+    el.textContent = `Token for ${t.user} (merchant ${t.merchant}), expires in ${left} s.`;
+    el.className = "status-line ok";
+    el.dataset.state = "valid";
+  } else {
+    el.textContent = `The token for ${t.user} expired. Click Get token for a new one.`;
+    el.className = "status-line warn";
+    el.dataset.state = "expired";
+  }
+}
+
+async function getToken(event) {
+  if (event) event.preventDefault();
+  const user = $("#user").value;
+  const result = await call("POST", "/auth/token", {
+    json: { username: user, password: "password" },
+    show: true,
+  });
+  if (result.error) {
+    showError(result.status, result.error);
+    return;
+  }
+  clearError();
+  const claims = jwtClaims(result.body.access_token);
+  state.token = {
+    value: result.body.access_token,
+    user: claims.sub || user,
+    merchant: claims.mid || "?",
+    exp: claims.exp ? claims.exp * 1000 : Date.now() + result.body.expires_in * 1000,
+    lifetime: result.body.expires_in,
+  };
+  renderToken();
+  $("#tx-merchant").textContent = `(merchant ${state.token.merchant})`;
+  state.cursor = null;
+  await refreshTransactions();
+}
+
+function authHeaders() {
+  return state.token ? { Authorization: `Bearer ${state.token.value}` } : {};
+}
+
+// ---------------------------------------------------------------- payment
+
+async function createPayment(event) {
+  event.preventDefault();
+  if (!state.token) {
+    showError(0, { code: "missing_token", message: "no token" });
+    return;
+  }
+  const amountText = $("#amount").value.trim();
+  const body = {
+    // A non-integer is sent as typed, so the API's own validation answers.
+    amount: /^-?\d+$/.test(amountText) ? Number(amountText) : amountText,
+    currency: $("#currency").value,
+    customer_id: $("#customer").value.trim(),
+    reference: `dash-${uuid4().slice(0, 8)}`,
+    payment_method: {
+      type: "card",
+      number: $("#card").value,
+      expiry_month: 12,
+      expiry_year: 2030,
+      cvc: "123",
+    },
+    metadata: { source: "dashboard" },
+  };
+  const result = await call("POST", "/transactions", {
+    headers: { ...authHeaders(), "Idempotency-Key": uuid4() },
+    json: body,
+    show: true,
+  });
+  if (result.error) {
+    showError(result.status, result.error);
+    return;
+  }
+  clearError();
+  $("#raw-response").dataset.transaction = result.body.id;
+  await refreshTransactions();
+}
+
+async function showTransaction(id) {
+  const result = await call("GET", `/transactions/${encodeURIComponent(id)}`, {
+    headers: authHeaders(),
+    show: true,
+  });
+  if (result.error) showError(result.status, result.error);
+  else clearError();
+}
+
+// ----------------------------------------------------------- transactions
+
+function listQuery() {
+  const params = new URLSearchParams();
+  const form = new FormData($("#filter-form"));
+  for (const [name, raw] of form.entries()) {
+    const value = String(raw).trim();
+    if (!value) continue;
+    if (name === "from" || name === "to") {
+      const d = new Date(value); // datetime-local: the browser's time zone
+      params.set(name, Number.isNaN(d.getTime()) ? value : d.toISOString());
+    } else {
+      params.set(name, value);
+    }
+  }
+  if (state.cursor) params.set("starting_after", state.cursor);
+  return params.toString();
+}
+
+function scheduleTransactions(delay) {
+  clearTimeout(state.txTimer);
+  state.txTimer = delay === null ? null : setTimeout(refreshTransactions, delay);
+}
+
+async function refreshTransactions() {
+  const status = $("#tx-status");
+  if (!state.token) {
+    status.textContent = "Get a token to see the merchant's transactions.";
+    scheduleTransactions(null);
+    return;
+  }
+  const query = listQuery();
+  const result = await call("GET", `/transactions${query ? "?" + query : ""}`, { headers: authHeaders() });
+  if (result.error) {
+    status.className = "status-line warn";
+    status.textContent = explain(result.status, result.error);
+    status.dataset.code = result.error.code || "";
+    renderToken();
+    // Nothing to gain from polling with a token that no longer works.
+    scheduleTransactions(null);
+    return;
+  }
+  status.dataset.code = "";
+  const rows = result.body.data || [];
+  const pending = rows.filter((t) => !FINAL.has(t.status)).length;
+  status.className = "status-line";
+  status.textContent =
+    `${rows.length} transaction${rows.length === 1 ? "" : "s"}` +
+    (pending ? `, ${pending} not final yet: refreshing every second.` : ", all final.") +
+    ` Last refresh ${new Date().toLocaleTimeString()}.`;
+  $("#tx-table").tBodies[0].replaceChildren(
+    ...rows.map((t) => {
+      const tr = document.createElement("tr");
+      tr.dataset.transaction = t.id;
+      tr.dataset.status = t.status;
+      const outcome = t.decline_code || t.failure_reason;
+      const statusCell = text("td", outcome ? `${t.status} (${outcome})` : t.status, `tx-${t.status}`);
+      statusCell.dataset.role = "status";
+      const pm = t.payment_method || {};
+      const detail = text("button", "GET");
+      detail.type = "button";
+      detail.title = `GET /transactions/${t.id}`;
+      detail.addEventListener("click", () => showTransaction(t.id));
+      const detailCell = document.createElement("td");
+      detailCell.append(detail);
+      tr.append(
+        text("td", t.id, "mono"),
+        statusCell,
+        text("td", formatAmount(t.amount, t.currency), "num"),
+        text("td", pm.last4 ? `${pm.brand || "card"} •${pm.last4}` : ""),
+        text("td", t.customer_id),
+        text("td", t.reference),
+        text("td", t.created_by),
+        text("td", t.attempts, "num"),
+        text("td", shortTime(t.created_at)),
+        detailCell,
+      );
+      return tr;
+    }),
+  );
+  state.nextCursor = result.body.has_more ? result.body.next_cursor : null;
+  $("#next-page").disabled = !state.nextCursor;
+  $("#first-page").disabled = !state.cursor;
+  scheduleTransactions(pending ? TX_POLL_MS : null);
+}
+
+// ------------------------------------------------------------------ start
+
+function start() {
+  $("#origin").textContent = location.origin;
+  $("#token-form").addEventListener("submit", getToken);
+  $("#payment-form").addEventListener("submit", createPayment);
+  $("#filter-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.cursor = null;
+    refreshTransactions();
+  });
+  $("#next-page").addEventListener("click", () => {
+    state.cursor = state.nextCursor;
+    refreshTransactions();
+  });
+  $("#first-page").addEventListener("click", () => {
+    state.cursor = null;
+    refreshTransactions();
+  });
+  setInterval(renderToken, 1000);
+  refreshProcesses();
+  setInterval(refreshProcesses, PROCESS_POLL_MS);
+}
+
+start();

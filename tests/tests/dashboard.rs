@@ -1,0 +1,236 @@
+//! Developer experience (README "Dashboard" and "Live reload"):
+//!
+//! - the dashboard at `/_dashboard/`, driven in headless Chromium by
+//!   Playwright (`dashboard/tests/dashboard.mjs`) against the booted stack:
+//!   Get token, Create payment, the transaction reaching `succeeded` in the
+//!   table, 4xx errors shown plainly, and the process panel saying that
+//!   process-compose is not reachable (it cannot run on our CI machines);
+//! - `scripts/dev-reload`'s change detection, with real cargo builds of a
+//!   scratch workspace: it reports exactly the binaries that changed.
+//!   Restarting through process-compose is not exercised here, because
+//!   process-compose cannot run on our CI machines; the test only checks
+//!   that the script says so instead of pretending.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use e2e::stack::{Stack, StackOptions};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// node, the script, and the browser, or a panic saying how to get them.
+fn browser_test_prerequisites() -> (PathBuf, PathBuf) {
+    let node = platform::testing::require_program(
+        "node",
+        "`apt-get install nodejs npm` (Node 20 or newer), or `nix develop`",
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "{chromium} not found: the dashboard is tested in Debian's headless Chromium; \
+         install it with `apt-get install chromium` (or set CHROMIUM to a Chromium binary)"
+    );
+    let tests = e2e::repo_root().join("dashboard/tests");
+    assert!(
+        tests.join("node_modules/playwright-core").is_dir(),
+        "Playwright is not installed: run `npm ci --prefix dashboard/tests`"
+    );
+    (node, tests.join("dashboard.mjs"))
+}
+
+async fn run_browser(node: &Path, script: &Path, gateway: &str, scenario: &str) -> Output {
+    let mut command = tokio::process::Command::new(node);
+    command
+        .arg(script)
+        .arg(gateway)
+        .arg(scenario)
+        .current_dir(script.parent().unwrap())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("browser test did not finish within 120 s")
+        .expect("run node");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// Points the gateway's process-compose proxy at a port nobody listens
+/// on, so the panel's "not reachable" state is what is tested even on a
+/// machine where a real process-compose uses 8080.
+fn without_process_compose() -> StackOptions {
+    let nobody = platform::testing::free_port();
+    StackOptions::default().env("gateway", "PC_API_UPSTREAM", &format!("127.0.0.1:{nobody}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_gets_a_token_and_pays_until_succeeded_in_a_real_browser() {
+    let (node, script) = browser_test_prerequisites();
+    let stack = Stack::boot_with(without_process_compose()).await;
+
+    // The page itself: served by Caddy, the bare path redirected.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let bare = client
+        .get(format!("{}/_dashboard", stack.gateway()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/_dashboard/");
+    // The proxy refuses what the panel does not need.
+    let stop = client
+        .post(format!("{}/_pc/project/stop", stack.gateway()))
+        .header("x-dashboard", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stop.status(), 403);
+
+    let output = run_browser(&node, &script, &stack.gateway(), "payment").await;
+    assert!(output.status.success(), "browser scenario failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_prompts_for_a_new_token_when_it_expired() {
+    let (node, script) = browser_test_prerequisites();
+    let stack =
+        Stack::boot_with(without_process_compose().env("auth-api", "AUTH_TOKEN_TTL_SECS", "1"))
+            .await;
+    let output = run_browser(&node, &script, &stack.gateway(), "expiry").await;
+    assert!(output.status.success(), "browser scenario failed");
+}
+
+// ---------------------------------------------------------------- reload
+
+/// A scratch cargo workspace with two binaries, built into its own target
+/// directory, so the real script runs real builds without touching ours.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[workspace]\nmembers = [\"alpha\", \"beta\"]\nresolver = \"2\"\n",
+        )
+        .unwrap();
+        let scratch = Scratch { dir };
+        for name in ["alpha", "beta"] {
+            std::fs::create_dir_all(scratch.dir.path().join(name).join("src")).unwrap();
+            std::fs::write(
+                scratch.dir.path().join(name).join("Cargo.toml"),
+                format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+            )
+            .unwrap();
+            scratch.write(name, "first");
+        }
+        scratch
+    }
+
+    fn write(&self, binary: &str, greeting: &str) {
+        std::fs::write(
+            self.dir.path().join(binary).join("src/main.rs"),
+            format!("fn main() {{\n    println!(\"{greeting}\");\n}}\n"),
+        )
+        .unwrap();
+    }
+
+    /// `scripts/dev-reload [args]` in the scratch workspace.
+    fn reload(&self, args: &[&str], pc_port: u16) -> (bool, String) {
+        let output = Command::new(e2e::repo_root().join("scripts/dev-reload"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("DEV_RELOAD_BINARIES", "alpha beta")
+            .env("PC_PORT_NUM", pc_port.to_string())
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
+            .output()
+            .expect("run scripts/dev-reload");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), format!("{stdout}\n{stderr}"))
+    }
+}
+
+fn changed_line(output: &str) -> &str {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("dev-reload: changed: "))
+        .unwrap_or_else(|| panic!("no `changed:` line in:\n{output}"))
+}
+
+#[test]
+fn dev_reload_reports_exactly_the_binaries_that_changed() {
+    let scratch = Scratch::new();
+    let nobody = platform::testing::free_port();
+
+    let (ok, output) = scratch.reload(&["--no-restart"], nobody);
+    assert!(ok, "{output}");
+    assert_eq!(
+        changed_line(&output),
+        "alpha beta",
+        "first build:\n{output}"
+    );
+
+    let (ok, output) = scratch.reload(&["--no-restart"], nobody);
+    assert!(ok, "{output}");
+    assert_eq!(changed_line(&output), "none", "no edit:\n{output}");
+
+    scratch.write("beta", "second");
+    let (ok, output) = scratch.reload(&["--no-restart"], nobody);
+    assert!(ok, "{output}");
+    assert_eq!(changed_line(&output), "beta", "beta edited:\n{output}");
+
+    // A compile error restarts nothing and says so.
+    std::fs::write(scratch.dir.path().join("alpha/src/main.rs"), "fn main() {").unwrap();
+    let (ok, output) = scratch.reload(&[], nobody);
+    assert!(!ok);
+    assert!(
+        output.contains("build failed; nothing restarted"),
+        "{output}"
+    );
+
+    // Without process-compose the script rebuilds, then says plainly that it
+    // restarted nothing (the restart itself needs process-compose, which
+    // cannot run on our CI machines).
+    scratch.write("alpha", "third");
+    let (ok, output) = scratch.reload(&[], nobody);
+    assert!(!ok, "{output}");
+    assert_eq!(changed_line(&output), "alpha", "{output}");
+    assert!(
+        output.contains(&format!(
+            "process-compose is not reachable at http://127.0.0.1:{nobody}"
+        )) && output.contains("restarted nothing"),
+        "{output}"
+    );
+}
+
+#[test]
+fn override_file_adds_only_the_watcher_and_runs_the_script() {
+    let root = e2e::repo_root();
+    let base = e2e::compose::ComposeFile::load(&root.join("process-compose.yaml"), &|_| None);
+    let dev =
+        e2e::compose::ComposeFile::load(&root.join("process-compose.override.yaml"), &|_| None);
+    assert_eq!(
+        dev.processes.keys().collect::<Vec<_>>(),
+        ["dev-reload"],
+        "the override holds the dev-loop watcher only"
+    );
+    assert!(!base.processes.contains_key("dev-reload"));
+    let watcher = &dev.processes["dev-reload"];
+    assert!(
+        watcher.command.contains("watchexec") && watcher.command.contains("-- scripts/dev-reload"),
+        "{}",
+        watcher.command
+    );
+    let script = root.join("scripts/dev-reload");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&script).unwrap().permissions());
+    assert!(mode & 0o111 != 0, "scripts/dev-reload is not executable");
+}
