@@ -37,11 +37,15 @@ async fn readme_walkthrough_works_verbatim() {
         output.status
     );
 
-    // Each HTTPie call printed one JSON body per line.
-    let bodies: Vec<Value> = stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    // Each HTTPie call printed its JSON body; off a terminal, HTTPie adds no
+    // newline, so read them as a stream of values.
+    let bodies: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| {
+            panic!("walkthrough output is not a sequence of JSON bodies ({e}):\n{stdout}")
+        });
+    assert_eq!(bodies.len(), 6, "six calls print a body:\n{stdout}");
     let token = &bodies[0];
     assert_eq!(token["token_type"], "Bearer");
     let paid = &bodies[1];
