@@ -51,8 +51,11 @@ pub struct Stack {
     pub boot_time: Duration,
 }
 
-/// Replaces every standalone 4–5 digit number in `text` that is a default
-/// port by its remapped value; panics on an unknown port-like number.
+/// Replaces every standalone number in `text` that is a default port by its
+/// remapped value. A number that looks like a port by its context
+/// (`host:NNNN`, `--port NNNN`) but is not a known default fails the boot,
+/// so the suite never runs on a fixed port. Probe ports go through
+/// [`remap_probe_port`].
 pub fn remap_ports(text: &str, ports: &BTreeMap<u16, u16>, context: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
@@ -65,17 +68,16 @@ pub fn remap_ports(text: &str, ports: &BTreeMap<u16, u16>, context: &str) -> Str
             }
             let run = &text[start..i];
             let standalone = i == bytes.len() || !bytes[i].is_ascii_alphanumeric();
-            if standalone && (4..=5).contains(&run.len()) {
-                let port: u16 = run.parse().unwrap_or(0);
-                if port >= 1024 {
-                    let mapped = ports.get(&port).unwrap_or_else(|| {
-                        panic!("{context}: port {port} is not one of the harness' DEFAULT_PORTS; add it there")
-                    });
-                    out.push_str(&mapped.to_string());
-                    continue;
+            let port_like = text[..start].ends_with(':') || text[..start].ends_with("--port ");
+            match run.parse::<u16>().ok().filter(|_| standalone) {
+                Some(port) if ports.contains_key(&port) => out.push_str(&ports[&port].to_string()),
+                Some(port) if port_like && port >= 1024 => {
+                    panic!(
+                        "{context}: port {port} is not one of the harness' DEFAULT_PORTS; add it there"
+                    )
                 }
+                _ => out.push_str(run),
             }
-            out.push_str(run);
         } else {
             let c = text[i..].chars().next().expect("in bounds");
             out.push(c);
@@ -83,6 +85,42 @@ pub fn remap_ports(text: &str, ports: &BTreeMap<u16, u16>, context: &str) -> Str
         }
     }
     out
+}
+
+/// A probe's `port` field: must be a known default port.
+pub fn remap_probe_port(port: &str, ports: &BTreeMap<u16, u16>, context: &str) -> String {
+    let value: u16 = port
+        .parse()
+        .unwrap_or_else(|_| panic!("{context}: probe port {port:?} is not a number"));
+    match ports.get(&value) {
+        Some(mapped) => mapped.to_string(),
+        None => panic!(
+            "{context}: probe port {value} is not one of the harness' DEFAULT_PORTS; add it there"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaps_known_ports_and_refuses_unknown_ones() {
+        let ports = BTreeMap::from([(6390, 16390), (8000, 18000)]);
+        let remapped = remap_ports(
+            "redis-server --port 6390 x:8000 DELAY_MS=2000 8000",
+            &ports,
+            "t",
+        );
+        assert_eq!(
+            remapped,
+            "redis-server --port 16390 x:18000 DELAY_MS=2000 18000"
+        );
+        assert!(std::panic::catch_unwind(|| remap_ports("127.0.0.1:9999", &ports, "t")).is_err());
+        assert_eq!(remap_ports("2000", &ports, "t"), "2000");
+        assert_eq!(remap_probe_port("8000", &ports, "t"), "18000");
+        assert!(std::panic::catch_unwind(|| remap_probe_port("9999", &ports, "t")).is_err());
+    }
 }
 
 impl Stack {
@@ -121,7 +159,7 @@ impl Stack {
                         exec.command = remap_ports(&exec.command, &ports, &context);
                     }
                     if let Some(http) = &mut probe.http_get {
-                        http.port = remap_ports(&http.port, &ports, &context);
+                        http.port = remap_probe_port(&http.port, &ports, &context);
                     }
                 }
                 process

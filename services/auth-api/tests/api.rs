@@ -44,6 +44,7 @@ impl App {
         let runtime = RuntimeConfig {
             log_format: None,
             shutdown_timeout_secs: Secs(Duration::from_secs(1)),
+            ..RuntimeConfig::default()
         };
         let shutdown = Shutdown::new();
         let (addr, serve) = auth_api::build(config, runtime, shutdown.clone())

@@ -150,14 +150,34 @@ pub struct RuntimeConfig {
     pub log_format: Option<crate::telemetry::LogFormat>,
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_secs: Secs,
+    /// How long a stopping service keeps accepting, with `/readyz` at 503,
+    /// before it closes its port (`SHUTDOWN_DELAY_MS`, default 0): set it
+    /// above the gateway's health-check interval for zero-failure restarts.
+    #[serde(default = "default_shutdown_delay")]
+    pub shutdown_delay_ms: Millis,
+}
+
+fn default_shutdown_delay() -> Millis {
+    Millis(Duration::ZERO)
 }
 
 fn default_shutdown_timeout() -> Secs {
     Secs(DEFAULT_SHUTDOWN_TIMEOUT)
 }
 
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            log_format: None,
+            shutdown_timeout_secs: default_shutdown_timeout(),
+            shutdown_delay_ms: default_shutdown_delay(),
+        }
+    }
+}
+
 impl FromEnv for RuntimeConfig {
-    const VARS: &'static [&'static str] = &["LOG_FORMAT", "SHUTDOWN_TIMEOUT_SECS"];
+    const VARS: &'static [&'static str] =
+        &["LOG_FORMAT", "SHUTDOWN_TIMEOUT_SECS", "SHUTDOWN_DELAY_MS"];
 }
 
 /// Variables read by libraries rather than by a config struct: the systemd

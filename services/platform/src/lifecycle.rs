@@ -11,9 +11,18 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
 /// A shutdown request, cloned into every task that must stop.
+///
+/// Two moments: shutdown is *requested* (the signal arrives: readiness
+/// turns false so load balancers stop sending new work) and, after an
+/// optional delay, work must *stop* (listeners close, consumers stop
+/// reading, in-flight work drains). The delay (`SHUTDOWN_DELAY_MS`) gives a
+/// gateway polling `/readyz` time to take the instance out before its port
+/// closes, so a rolling restart fails no request.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
-    token: CancellationToken,
+    requested: CancellationToken,
+    stop: CancellationToken,
+    delay: Duration,
 }
 
 impl Shutdown {
@@ -22,29 +31,76 @@ impl Shutdown {
         Self::default()
     }
 
+    /// The same, stopping `delay` after the request.
+    pub fn with_delay(delay: Duration) -> Self {
+        Self {
+            delay,
+            ..Self::default()
+        }
+    }
+
     /// A handle fired by SIGTERM or SIGINT. Must be called inside a runtime.
     pub fn on_signals() -> Self {
-        let shutdown = Self::new();
+        Self::on_signals_with_delay(Duration::ZERO)
+    }
+
+    /// Fired by SIGTERM or SIGINT, stopping `delay` after the signal.
+    pub fn on_signals_with_delay(delay: Duration) -> Self {
+        let shutdown = Self::with_delay(delay);
         let trigger = shutdown.clone();
         tokio::spawn(async move {
             let signal = wait_for_signal().await;
-            tracing::info!(signal, "shutdown requested");
+            tracing::info!(
+                signal,
+                delay_ms = delay.as_millis() as u64,
+                "shutdown requested"
+            );
             trigger.trigger();
         });
         shutdown
     }
 
+    /// Requests shutdown; work stops after the delay. With a delay, must be
+    /// called inside a runtime.
     pub fn trigger(&self) {
-        self.token.cancel();
+        if self.requested.is_cancelled() {
+            return;
+        }
+        self.requested.cancel();
+        if self.delay.is_zero() {
+            self.stop.cancel();
+        } else {
+            let stop = self.stop.clone();
+            let delay = self.delay;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                stop.cancel();
+            });
+        }
     }
 
+    /// Whether work must stop now.
     pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
+        self.stop.is_cancelled()
+    }
+
+    /// Whether shutdown has been requested (work may still be finishing).
+    pub fn is_requested(&self) -> bool {
+        self.requested.is_cancelled()
+    }
+
+    /// Resolves once work must stop.
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.stop.clone().cancelled_owned()
     }
 
     /// Resolves once shutdown has been requested.
-    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.token.clone().cancelled_owned()
+    pub fn requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.requested.clone().cancelled_owned()
+    }
+
+    pub fn delay(&self) -> Duration {
+        self.delay
     }
 }
 

@@ -21,7 +21,7 @@ const READY_POLL: Duration = Duration::from_millis(20);
 pub struct Server {
     name: &'static str,
     listener: TcpListener,
-    router: Router,
+    routes: Router,
     readiness: Readiness,
     drain_timeout: Duration,
 }
@@ -37,11 +37,10 @@ impl Server {
         drain_timeout: Duration,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        let router = crate::http::service_router(routes, readiness.clone());
         Ok(Self {
             name,
             listener,
-            router,
+            routes,
             readiness,
             drain_timeout,
         })
@@ -55,26 +54,36 @@ impl Server {
 
     /// Serves until `shutdown`, then drains in-flight requests for at most
     /// the drain timeout. Sends `READY=1` once readiness first passes,
-    /// `WATCHDOG=1` while it keeps passing, and `STOPPING=1` on shutdown.
+    /// `WATCHDOG=1` while it keeps passing, and `STOPPING=1` as soon as
+    /// shutdown is requested; from then on `/readyz` answers 503 while the
+    /// port stays open for the shutdown delay, so a gateway takes this
+    /// instance out before it stops accepting.
     pub async fn run(self, shutdown: Shutdown) -> std::io::Result<()> {
         let Server {
             name,
             listener,
-            router,
+            routes,
             readiness,
             drain_timeout,
         } = self;
         let addr = listener.local_addr()?;
+        let readiness = unless_shutting_down(readiness, shutdown.clone());
+        let router = crate::http::service_router(routes, readiness.clone());
         let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown.wait());
         let mut serve = std::pin::pin!(serve.into_future());
 
         let lifecycle = tokio::spawn(report_readiness(name, addr, readiness, shutdown.clone()));
         let result = tokio::select! {
             result = &mut serve => result,
-            () = shutdown.wait() => {
+            () = shutdown.requested() => {
                 lifecycle::notify_stopping();
-                tracing::info!(service = name, timeout_ms = drain_timeout.as_millis() as u64, "draining");
-                match tokio::time::timeout(drain_timeout, &mut serve).await {
+                tracing::info!(
+                    service = name,
+                    delay_ms = shutdown.delay().as_millis() as u64,
+                    timeout_ms = drain_timeout.as_millis() as u64,
+                    "not ready; draining"
+                );
+                match tokio::time::timeout(shutdown.delay() + drain_timeout, &mut serve).await {
                     Ok(result) => result,
                     Err(_) => {
                         tracing::warn!(service = name, "drain timed out; closing remaining connections");
@@ -87,6 +96,19 @@ impl Server {
         tracing::info!(service = name, "stopped");
         result
     }
+}
+
+/// Readiness that fails once shutdown is requested.
+fn unless_shutting_down(readiness: Readiness, shutdown: Shutdown) -> Readiness {
+    Readiness::new(move || {
+        let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
+        Box::pin(async move {
+            if shutdown.is_requested() {
+                return Err("shutting down".to_owned());
+            }
+            readiness.check().await
+        })
+    })
 }
 
 /// Waits for the first passing readiness check, announces it, then pets the
@@ -148,7 +170,7 @@ where
     let runtime = crate::config::load_or_exit::<crate::config::RuntimeConfig>();
     let config = crate::config::load_or_exit::<C>();
     crate::telemetry::init(name, runtime.log_format);
-    let shutdown = Shutdown::on_signals();
+    let shutdown = Shutdown::on_signals_with_delay(runtime.shutdown_delay_ms.0);
     let (addr, serve) = match build(config, runtime, shutdown).await {
         Ok(started) => started,
         Err(error) => {

@@ -272,3 +272,57 @@ async fn drain_is_bounded_by_the_timeout() {
         "drain waited for the slow request"
     );
 }
+
+#[tokio::test]
+async fn shutdown_delay_keeps_serving_while_not_ready() {
+    let routes = Router::new().route("/slow", get(slow));
+    let server = Server::bind(
+        "test",
+        ([127, 0, 0, 1], 0).into(),
+        routes,
+        Readiness::always(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let shutdown = Shutdown::with_delay(Duration::from_millis(400));
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    shutdown.trigger();
+    assert!(shutdown.is_requested() && !shutdown.is_triggered());
+    // Requested: not ready, but still accepting new connections.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let (status, error) = error_of(fresh.get(format!("{base}/readyz")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, error["code"].as_str().unwrap()),
+        (503, "not_ready")
+    );
+    assert_eq!(
+        fresh
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // After the delay: stopped, port closed.
+    task.await.unwrap().unwrap();
+    assert!(shutdown.is_triggered());
+    assert!(fresh.get(format!("{base}/healthz")).send().await.is_err());
+}

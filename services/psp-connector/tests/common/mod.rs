@@ -34,6 +34,7 @@ impl Sandbox {
         let runtime = RuntimeConfig {
             log_format: None,
             shutdown_timeout_secs: Secs(Duration::from_secs(5)),
+            ..RuntimeConfig::default()
         };
         let shutdown = Shutdown::new();
         let (addr, serve) = psp_sandbox::build(config, runtime, shutdown.clone())
