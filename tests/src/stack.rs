@@ -100,29 +100,6 @@ pub fn remap_probe_port(port: &str, ports: &BTreeMap<u16, u16>, context: &str) -
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remaps_known_ports_and_refuses_unknown_ones() {
-        let ports = BTreeMap::from([(6390, 16390), (8000, 18000)]);
-        let remapped = remap_ports(
-            "redis-server --port 6390 x:8000 DELAY_MS=2000 8000",
-            &ports,
-            "t",
-        );
-        assert_eq!(
-            remapped,
-            "redis-server --port 16390 x:18000 DELAY_MS=2000 18000"
-        );
-        assert!(std::panic::catch_unwind(|| remap_ports("127.0.0.1:9999", &ports, "t")).is_err());
-        assert_eq!(remap_ports("2000", &ports, "t"), "2000");
-        assert_eq!(remap_probe_port("8000", &ports, "t"), "18000");
-        assert!(std::panic::catch_unwind(|| remap_probe_port("9999", &ports, "t")).is_err());
-    }
-}
-
 impl Stack {
     pub async fn boot() -> Stack {
         Self::boot_with(StackOptions::default()).await
@@ -491,4 +468,27 @@ fn tree_rss_kib(pid: u32) -> u64 {
         .map(tree_rss_kib)
         .sum();
     own + children
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaps_known_ports_and_refuses_unknown_ones() {
+        let ports = BTreeMap::from([(6390, 16390), (8000, 18000)]);
+        let remapped = remap_ports(
+            "redis-server --port 6390 x:8000 DELAY_MS=2000 8000",
+            &ports,
+            "t",
+        );
+        assert_eq!(
+            remapped,
+            "redis-server --port 16390 x:18000 DELAY_MS=2000 18000"
+        );
+        assert!(std::panic::catch_unwind(|| remap_ports("127.0.0.1:9999", &ports, "t")).is_err());
+        assert_eq!(remap_ports("2000", &ports, "t"), "2000");
+        assert_eq!(remap_probe_port("8000", &ports, "t"), "18000");
+        assert!(std::panic::catch_unwind(|| remap_probe_port("9999", &ports, "t")).is_err());
+    }
 }
