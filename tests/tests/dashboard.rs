@@ -6,14 +6,18 @@
 //!   table, 4xx errors shown plainly, and the process panel saying that
 //!   process-compose is not reachable (it cannot run on our CI machines);
 //! - `scripts/dev-reload`'s change detection, with real cargo builds of a
-//!   scratch workspace: it reports exactly the binaries that changed.
-//!   Restarting through process-compose is not exercised here, because
-//!   process-compose cannot run on our CI machines; the test only checks
-//!   that the script says so instead of pretending.
+//!   scratch workspace: it reports exactly the binaries that changed; and
+//!   its rolling restart, against a stand-in for the three REST calls it
+//!   makes to process-compose. process-compose itself cannot run on our CI
+//!   machines, so that stand-in (field names from process-compose's
+//!   `ProcessState`) is the one thing here that is not the real program.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use e2e::stack::{Stack, StackOptions};
 
@@ -143,8 +147,13 @@ impl Scratch {
 
     /// `scripts/dev-reload [args]` in the scratch workspace.
     fn reload(&self, args: &[&str], pc_port: u16) -> (bool, String) {
+        self.reload_with(args, pc_port, &[])
+    }
+
+    fn reload_with(&self, args: &[&str], pc_port: u16, env: &[(&str, &str)]) -> (bool, String) {
         let output = Command::new(e2e::repo_root().join("scripts/dev-reload"))
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .env("DEV_RELOAD_BINARIES", "alpha beta")
             .env("PC_PORT_NUM", pc_port.to_string())
@@ -233,4 +242,141 @@ fn override_file_adds_only_the_watcher_and_runs_the_script() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&script).unwrap().permissions());
     assert!(mode & 0o111 != 0, "scripts/dev-reload is not executable");
+}
+
+// ------------------------------------------------------------- stand-in
+
+/// One process as process-compose's `GET /processes` reports it.
+#[derive(Clone)]
+struct StandInProcess {
+    name: String,
+    pid: u32,
+    status: &'static str,
+    is_ready: &'static str,
+}
+
+impl StandInProcess {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name, "namespace": "services", "status": self.status,
+            "system_time": "1s", "age": 1_000_000_000u64, "is_ready": self.is_ready,
+            "restarts": 0, "exit_code": 0, "pid": self.pid,
+        })
+    }
+}
+
+type Restarts = Arc<Mutex<Vec<(String, Instant)>>>;
+
+/// Stands in for process-compose's REST API (it cannot run here): `GET
+/// /processes`, `GET /process/{name}`, `POST /process/restart/{name}`. A
+/// restarted process gets a new pid and reads Ready 300 ms later.
+async fn process_compose_stand_in(names: &[&str]) -> (u16, Restarts) {
+    let processes: Arc<Mutex<Vec<StandInProcess>>> = Arc::new(Mutex::new(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| StandInProcess {
+                name: (*name).into(),
+                pid: 1000 + i as u32,
+                status: "Running",
+                is_ready: "Ready",
+            })
+            .collect(),
+    ));
+    let restarts: Restarts = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = restarts.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let processes = processes.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&request).into_owned();
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let (status, body) = {
+                    let mut all = processes.lock().unwrap();
+                    if method == "GET" && path == "/processes" {
+                        let data: Vec<_> = all.iter().map(StandInProcess::json).collect();
+                        (200, serde_json::json!({ "data": data }))
+                    } else if let Some(name) = path.strip_prefix("/process/restart/") {
+                        match all.iter_mut().find(|p| p.name == name && method == "POST") {
+                            Some(process) => {
+                                log.lock().unwrap().push((name.to_owned(), Instant::now()));
+                                process.pid += 100;
+                                process.is_ready = "-";
+                                let (processes, restarted) = (processes.clone(), name.to_owned());
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(Duration::from_millis(300)).await;
+                                    let mut all = processes.lock().unwrap();
+                                    let process =
+                                        all.iter_mut().find(|p| p.name == restarted).unwrap();
+                                    process.is_ready = "Ready";
+                                });
+                                (200, serde_json::json!({ "name": name }))
+                            }
+                            None => (404, serde_json::json!({ "error": "no such process" })),
+                        }
+                    } else if let Some(name) = path.strip_prefix("/process/") {
+                        match all.iter().find(|p| p.name == name) {
+                            Some(process) => (200, process.json()),
+                            None => (404, serde_json::json!({ "error": "no such process" })),
+                        }
+                    } else {
+                        (404, serde_json::json!({ "error": "no such route" }))
+                    }
+                };
+                let body = body.to_string();
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (port, restarts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_reload_restarts_only_the_changed_binary_one_replica_at_a_time() {
+    platform::testing::require_program("jq", "`apt-get install jq`, or `nix develop`");
+    platform::testing::require_program("curl", "`apt-get install curl`");
+    let scratch = Scratch::new();
+    let (ok, output) = tokio::task::block_in_place(|| scratch.reload(&["--no-restart"], 9));
+    assert!(ok, "{output}");
+
+    let (port, restarts) =
+        process_compose_stand_in(&["alpha-0", "alpha-1", "beta", "alphabet", "gateway"]).await;
+    scratch.write("alpha", "second");
+    let (ok, output) = tokio::task::block_in_place(|| {
+        scratch.reload_with(&[], port, &[("DEV_RELOAD_SETTLE_SECS", "0.5")])
+    });
+    println!("{output}");
+    assert!(ok, "{output}");
+    assert_eq!(changed_line(&output), "alpha", "{output}");
+    assert!(
+        output.contains("dev-reload: done: alpha reloaded"),
+        "{output}"
+    );
+
+    let restarts = restarts.lock().unwrap().clone();
+    let names: Vec<&str> = restarts.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["alpha-0", "alpha-1"], "{output}");
+    // alpha-1 only once alpha-0 was Ready again (300 ms) and had settled.
+    let gap = restarts[1].1 - restarts[0].1;
+    assert!(
+        gap >= Duration::from_millis(800),
+        "replicas restarted {gap:?} apart:\n{output}"
+    );
 }
