@@ -74,7 +74,9 @@ impl Server {
 
         let lifecycle = tokio::spawn(report_readiness(name, addr, readiness, shutdown.clone()));
         let result = tokio::select! {
-            result = &mut serve => result,
+            // Shutdown first: with no delay the server future completes in
+            // the same poll, and STOPPING=1 must still be sent.
+            biased;
             () = shutdown.requested() => {
                 lifecycle::notify_stopping();
                 tracing::info!(
@@ -91,6 +93,7 @@ impl Server {
                     }
                 }
             }
+            result = &mut serve => result,
         };
         lifecycle.abort();
         tracing::info!(service = name, "stopped");
