@@ -123,8 +123,9 @@ pub enum TokenError {
 /// Checks tokens (core-api, and auth-api's own tests).
 #[derive(Clone)]
 pub struct TokenVerifier {
-    key: DecodingKey,
-    validation: Validation,
+    // Shared: the extractor clones the verifier out of the app state on
+    // every request, and `Validation` holds hash sets.
+    inner: std::sync::Arc<(DecodingKey, Validation)>,
 }
 
 impl TokenVerifier {
@@ -136,13 +137,12 @@ impl TokenVerifier {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "iat"]);
         Self {
-            key: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+            inner: std::sync::Arc::new((DecodingKey::from_secret(secret.as_bytes()), validation)),
         }
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
+        match jsonwebtoken::decode::<Claims>(token, &self.inner.0, &self.inner.1) {
             Ok(data) => Ok(data.claims),
             Err(error) if matches!(error.kind(), ErrorKind::ExpiredSignature) => {
                 Err(TokenError::Expired)
