@@ -9,6 +9,8 @@
 //            panel says process-compose is not reachable.
 //   expiry   with a 1-second token: Create payment after expiry shows the
 //            token-expired prompt, whose button gets a new token.
+//   processes  the process panel against a stand-in for process-compose's
+//            API: every process listed, a Restart button restarts one.
 //
 // DASHBOARD_SCREENSHOT=<file.png> saves a screenshot at the end of `payment`.
 // CHROMIUM overrides the browser (default /usr/bin/chromium).
@@ -18,8 +20,8 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const [gateway, scenario] = process.argv.slice(2);
-if (!gateway || !["payment", "expiry"].includes(scenario)) {
-  console.error("usage: node dashboard.mjs <gateway URL> payment|expiry");
+if (!gateway || !["payment", "expiry", "processes"].includes(scenario)) {
+  console.error("usage: node dashboard.mjs <gateway URL> payment|expiry|processes");
   process.exit(2);
 }
 
@@ -145,6 +147,30 @@ try {
       await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
       step(`screenshot: ${process.env.DASHBOARD_SCREENSHOT}`);
     }
+  } else if (scenario === "processes") {
+    // Against a stand-in for process-compose's API (see dashboard.rs).
+    await page.waitForSelector('#pc-status[data-state="ok"]');
+    const summary = await page.textContent("#pc-status");
+    check(/^\d+ processes, \d+ ready\.$/.test(summary), `process summary: ${summary}`);
+    const row = '#process-table tr[data-process="core-api-1"]';
+    await page.waitForSelector(row);
+    const cells = await page.locator(`${row} td`).allTextContents();
+    check(cells[2] === "Running" && cells[3] === "Ready", `core-api-1 row: ${cells.join(" | ")}`);
+    await page.click(`${row} button`);
+    await page.waitForFunction(
+      () =>
+        document.querySelector("#raw-request").textContent.startsWith("POST /_pc/process/restart/core-api-1") &&
+        document.querySelector("#raw-response").textContent.startsWith("200"),
+    );
+    // The new process shows up with its new pid, and Ready again.
+    await page.waitForFunction(
+      ([selector, pid]) => {
+        const cells = [...document.querySelectorAll(`${selector} td`)].map((c) => c.textContent);
+        return cells[5] !== pid && cells[3] === "Ready";
+      },
+      [row, cells[5]],
+    );
+    step(`restart button restarted core-api-1 (pid ${cells[5]} → new pid, Ready)`);
   } else {
     await page.selectOption("#user", "bob");
     await page.click("#get-token");

@@ -5,12 +5,15 @@
 //!   Get token, Create payment, the transaction reaching `succeeded` in the
 //!   table, 4xx errors shown plainly, and the process panel saying that
 //!   process-compose is not reachable (it cannot run on our CI machines);
+//!   then the panel listing processes and restarting one through the
+//!   gateway's proxy, against the stand-in below;
 //! - `scripts/dev-reload`'s change detection, with real cargo builds of a
 //!   scratch workspace: it reports exactly the binaries that changed; and
-//!   its rolling restart, against a stand-in for the three REST calls it
-//!   makes to process-compose. process-compose itself cannot run on our CI
-//!   machines, so that stand-in (field names from process-compose's
-//!   `ProcessState`) is the one thing here that is not the real program.
+//!   its rolling restart, against a stand-in for the three REST calls the
+//!   script and the panel make to process-compose. process-compose itself
+//!   cannot run on our CI machines, so that stand-in (field names from
+//!   process-compose's `ProcessState`) is the one thing here that is not
+//!   the real program.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -106,6 +109,35 @@ async fn dashboard_prompts_for_a_new_token_when_it_expired() {
             .await;
     let output = run_browser(&node, &script, &stack.gateway(), "expiry").await;
     assert!(output.status.success(), "browser scenario failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_lists_processes_and_restarts_one_through_the_gateway() {
+    let (node, script) = browser_test_prerequisites();
+    // The stand-in answers for the stack's own process names.
+    let names: Vec<String> =
+        e2e::compose::ComposeFile::load(&e2e::repo_root().join("process-compose.yaml"), &|_| None)
+            .processes()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (pc_port, restarts) = process_compose_stand_in(&names).await;
+    let stack = Stack::boot_with(StackOptions::default().env(
+        "gateway",
+        "PC_API_UPSTREAM",
+        &format!("127.0.0.1:{pc_port}"),
+    ))
+    .await;
+    let output = run_browser(&node, &script, &stack.gateway(), "processes").await;
+    assert!(output.status.success(), "browser scenario failed");
+    let restarted: Vec<String> = restarts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert_eq!(restarted, ["core-api-1"]);
 }
 
 // ---------------------------------------------------------------- reload
