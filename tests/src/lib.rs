@@ -5,6 +5,7 @@
 //! [`compose`] reads the file with the documented semantics we rely on and
 //! refuses anything else, and [`stack`] plays the supervisor.
 
+pub mod client;
 pub mod compose;
 pub mod stack;
 

@@ -1,0 +1,276 @@
+//! A merchant's client of the booted stack, shared by the fault, abuse and
+//! schema tests: log in, pay, poll until final, look into Redis and the
+//! sandbox's counters, and scan every process log for secrets.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::stack::Stack;
+
+/// The test cards of the PSP Sandbox (DESIGN §6): none may ever reach a log.
+pub const TEST_CARDS: &[&str] = &[
+    "4242424242424242",
+    "4000000000000002",
+    "4000000000009995",
+    "4000000000000069",
+    "4000000000000119",
+];
+
+/// The dev users' password (config/users.toml, DEV ONLY).
+pub const DEV_PASSWORD: &str = "password";
+
+/// Statuses after which a transaction never changes again.
+pub const FINAL: &[&str] = &["succeeded", "declined", "failed"];
+
+/// A client with a bounded per-request timeout, so a hung request fails the
+/// test instead of hanging it.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("http client")
+}
+
+/// A token for `user` (`alice` → acme, `bob` → globex), logged in through
+/// the gateway with a form, as the README does.
+pub async fn login(client: &reqwest::Client, gateway: &str, user: &str) -> String {
+    let response = client
+        .post(format!("{gateway}/auth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("username={user}&password={DEV_PASSWORD}"))
+        .send()
+        .await
+        .expect("login request");
+    assert_eq!(response.status(), 200, "login of {user}");
+    let body: Value = response.json().await.expect("token JSON");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+/// A valid payment body with `card`.
+pub fn payment(card: &str, customer: &str, reference: &str) -> Value {
+    json!({
+        "amount": 1299,
+        "currency": "EUR",
+        "customer_id": customer,
+        "reference": reference,
+        "payment_method": {"type": "card", "number": card, "expiry_month": 12, "expiry_year": 2030, "cvc": "123"},
+        "metadata": {"source": "e2e"}
+    })
+}
+
+/// `POST /transactions` with a fresh Idempotency-Key.
+pub async fn create(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    create_with_key(
+        client,
+        gateway,
+        token,
+        body,
+        &uuid::Uuid::new_v4().to_string(),
+    )
+    .await
+}
+
+pub async fn create_with_key(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    body: &Value,
+    key: &str,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{gateway}/transactions"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+}
+
+/// Creates a transaction and returns its id; panics unless the answer is 202.
+pub async fn create_accepted(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    body: &Value,
+) -> String {
+    let response = create(client, gateway, token, body)
+        .await
+        .expect("POST /transactions");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(status, 202, "{text}");
+    let created: Value = serde_json::from_str(&text).expect("transaction JSON");
+    created["id"].as_str().expect("id").to_owned()
+}
+
+/// The transaction, or None for a 404.
+pub async fn fetch(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    id: &str,
+) -> Option<Value> {
+    let response = client
+        .get(format!("{gateway}/transactions/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /transactions/{id}");
+    if response.status() == 404 {
+        return None;
+    }
+    assert_eq!(response.status(), 200);
+    Some(response.json().await.expect("transaction JSON"))
+}
+
+/// Polls every id until all are final; returns them in order. Tokens live
+/// 30 s, so `user` logs in again as needed.
+pub async fn wait_all_final(
+    client: &reqwest::Client,
+    gateway: &str,
+    user: &str,
+    ids: &[String],
+    timeout: Duration,
+) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    let mut token = login(client, gateway, user).await;
+    let mut token_at = Instant::now();
+    let mut done: Vec<Option<Value>> = vec![None; ids.len()];
+    loop {
+        if token_at.elapsed() > Duration::from_secs(20) {
+            token = login(client, gateway, user).await;
+            token_at = Instant::now();
+        }
+        let mut pending = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
+            let transaction = fetch(client, gateway, &token, id)
+                .await
+                .unwrap_or_else(|| panic!("{id} was accepted but does not exist"));
+            if FINAL.contains(&transaction["status"].as_str().unwrap_or_default()) {
+                done[i] = Some(transaction);
+            } else {
+                pending.push(format!("{id}: {}", transaction["status"]));
+            }
+        }
+        if pending.is_empty() {
+            return done.into_iter().map(Option::unwrap).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} transactions not final after {timeout:?}, e.g. {:?}",
+            pending.len(),
+            &pending[..pending.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `GET /charges/stats` of the sandbox.
+pub async fn sandbox_stats(client: &reqwest::Client, stack: &Stack) -> Value {
+    client
+        .get(format!(
+            "http://127.0.0.1:{}/charges/stats",
+            stack.port(7401)
+        ))
+        .send()
+        .await
+        .expect("sandbox stats")
+        .json()
+        .await
+        .expect("stats JSON")
+}
+
+/// A blocking connection to the stack's Redis.
+pub fn redis(stack: &Stack) -> redis::Connection {
+    redis::Client::open(stack.redis_url())
+        .expect("redis url")
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect to the stack's redis")
+}
+
+/// Every key in Redis with, for streams, its length: a fingerprint of what
+/// is stored, to prove a request wrote nothing.
+pub fn redis_snapshot(connection: &mut redis::Connection) -> Vec<(String, String)> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(connection).expect("KEYS");
+    keys.sort();
+    keys.into_iter()
+        .map(|key| {
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query(connection)
+                .expect("TYPE");
+            let size: i64 = match kind.as_str() {
+                "stream" => redis::cmd("XLEN").arg(&key).query(connection),
+                "zset" => redis::cmd("ZCARD").arg(&key).query(connection),
+                "hash" => redis::cmd("HLEN").arg(&key).query(connection),
+                "string" => redis::cmd("STRLEN").arg(&key).query(connection),
+                _ => Ok(0),
+            }
+            .unwrap_or(-1);
+            (key, format!("{kind}:{size}"))
+        })
+        .collect()
+}
+
+/// Panics if any process log of `stack` holds a test card number, one of
+/// `secrets` (tokens, passwords the test sent), or the dev password as a
+/// value (`password=password`, `"password":"password"`).
+pub fn assert_no_secrets_in_logs(stack: &Stack, secrets: &[&str]) {
+    let dev_password_values = [
+        format!("password={DEV_PASSWORD}"),
+        format!("\"password\":\"{DEV_PASSWORD}\""),
+        format!("\\\"password\\\":\\\"{DEV_PASSWORD}\\\""),
+    ];
+    for process in stack.processes() {
+        let log = stack.log(&process.name);
+        for (n, line) in log.lines().enumerate() {
+            for card in TEST_CARDS {
+                assert!(
+                    !line.contains(card),
+                    "{} log line {} holds card {card}: {line}",
+                    process.name,
+                    n + 1
+                );
+            }
+            for secret in secrets.iter().filter(|s| !s.is_empty()) {
+                assert!(
+                    !line.contains(secret),
+                    "{} log line {} holds a secret the test sent: {line}",
+                    process.name,
+                    n + 1
+                );
+            }
+            for value in &dev_password_values {
+                assert!(
+                    !line.contains(value.as_str()),
+                    "{} log line {} holds the dev password: {line}",
+                    process.name,
+                    n + 1
+                );
+            }
+        }
+    }
+}
+
+/// The dev `JWT_SECRET` process-compose.yaml gives the services.
+pub fn dev_jwt_secret(stack: &Stack) -> String {
+    stack
+        .processes()
+        .iter()
+        .flat_map(|p| p.environment.iter())
+        .find(|(name, _)| name == "JWT_SECRET")
+        .map(|(_, value)| value.clone())
+        .expect("process-compose.yaml sets JWT_SECRET")
+}
