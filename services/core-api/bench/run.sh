@@ -5,7 +5,8 @@
 #
 #   services/core-api/bench/run.sh            # DURATION=10s CONNECTIONS=64 THREADS=2
 #
-# Needs redis-server and wrk on PATH.
+# Redis runs as process-compose runs it (AOF, fsync every second);
+# APPENDONLY=no to compare. Needs redis-server, redis-cli, curl and wrk on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
@@ -29,14 +30,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly "${APPENDONLY:-no}" \
+# CPU seconds (user+system) a process has used so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly "${APPENDONLY:-yes}" \
   --appendfsync everysec --dir "$work" >/dev/null &
-pids+=($!)
+pids+=($!); redis_pid=$!
 CORE_API_ADDR=127.0.0.1:$CORE_PORT REDIS_URL=redis://127.0.0.1:$REDIS_PORT LOG_FORMAT=json \
   "$bin/core-api" >"$work/core-api.log" 2>&1 &
-pids+=($!)
+pids+=($!); core_pid=$!
 HELLO_ADDR=127.0.0.1:$HELLO_PORT "$bin/examples/hello" &
-pids+=($!)
+pids+=($!); hello_pid=$!
 for url in "http://127.0.0.1:$CORE_PORT/readyz" "http://127.0.0.1:$HELLO_PORT/"; do
   for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
 done
@@ -44,15 +48,25 @@ done
 export TOKEN=$("$bin/examples/mint_token" alice acme 600)
 export RUN_ID=$(date +%s)
 
+echo "== load before: $(cat /proc/loadavg)"
+h0=$(cpu $hello_pid)
 echo "== hello-world: GET / ($THREADS threads, $CONNECTIONS connections, $DURATION)"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$HELLO_PORT/" | tee "$work/hello.txt"
+h1=$(cpu $hello_pid); c0=$(cpu $core_pid); r0=$(cpu $redis_pid)
 echo "== core-api: POST /transactions ($THREADS threads, $CONNECTIONS connections, $DURATION)"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s services/core-api/bench/post_transactions.lua \
   "http://127.0.0.1:$CORE_PORT" | tee "$work/core.txt"
 
+c1=$(cpu $core_pid); r1=$(cpu $redis_pid)
+echo "== load after: $(cat /proc/loadavg)"
 hello=$(awk '/Requests\/sec/ {print $2}' "$work/hello.txt")
 core=$(awk '/Requests\/sec/ {print $2}' "$work/core.txt")
 queued=$(redis-cli -p "$REDIS_PORT" XLEN transactions)
 records=$(redis-cli -p "$REDIS_PORT" --scan --pattern 'tx:*' | wc -l)
 echo "== ratio core/hello: $(awk -v c="$core" -v h="$hello" 'BEGIN {printf "%.1f %%", 100 * c / h}')"
+hello_n=$(awk '/requests in/ {print $1}' "$work/hello.txt")
+core_n=$(awk '/requests in/ {print $1}' "$work/core.txt")
+awk -v h0="$h0" -v h1="$h1" -v c0="$c0" -v c1="$c1" -v r0="$r0" -v r1="$r1" -v hn="$hello_n" -v cn="$core_n" 'BEGIN {
+  printf "== CPU per request: hello %.1f us; core-api %.1f us + redis %.1f us\n",
+    1e6 * (h1 - h0) / hn, 1e6 * (c1 - c0) / cn, 1e6 * (r1 - r0) / cn }'
 echo "== written: $records records, $queued queue messages"

@@ -1,8 +1,8 @@
 //! `Idempotency-Key` handling (DESIGN §4): per merchant, kept 24 hours.
 //!
 //! Two phases around the transaction write:
-//! 1. *claim*: a script atomically reads `idem:{merchant}:{key}` and, if it
-//!    is free, sets an *in-progress* marker (a random owner token and the
+//! 1. *claim*: `SET … NX GET` atomically reads `idem:{merchant}:{key}` and,
+//!    if it is free, sets an *in-progress* marker (a random owner token and the
 //!    request fingerprint) with a short TTL ([`CLAIM_TTL`]). A request
 //!    finding the marker answers 409 `request_in_progress` (same body) or
 //!    422 `idempotency_key_reused` (other body).
@@ -12,10 +12,10 @@
 //!    plus the exact response, kept [`RETENTION`]. Later requests with the
 //!    key get that response again (same body) or 422 (other body).
 //!
-//! Both scripts go to Redis in one pipeline, so the protocol costs one
+//! Both commands go to Redis in one pipeline, so the protocol costs one
 //! round trip; when the claim finds an entry, the create script finds the
 //! marker is not ours and writes nothing. The marker is visible between
-//! the two scripts, so a duplicate sent through another core-api instance
+//! the two commands, so a duplicate sent through another core-api instance
 //! at that moment gets the 409; through the same instance (one multiplexed
 //! connection, pipelines sent whole) it gets the replay.
 //!
@@ -122,21 +122,10 @@ pub struct Replay {
     pub body: String,
 }
 
-const CLAIM_SCRIPT: &str = r#"
-local existing = redis.call('GET', KEYS[1])
-if existing then return existing end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-"#;
-
 const RELEASE_SCRIPT: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
-
-/// The claim script, for [`crate::transactions::store::run_scripts`].
-pub static CLAIM: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(CLAIM_SCRIPT));
 
 /// A fresh in-progress marker for a request with `fingerprint`.
 pub fn new_marker(fingerprint: &str) -> String {
@@ -147,15 +136,17 @@ pub fn new_marker(fingerprint: &str) -> String {
     .encode()
 }
 
-/// Phase 1 as a command: answers nil when the key was free and now holds
-/// `marker`, else the entry that is there.
+/// Phase 1 as one native command: `SET key marker NX PX ttl GET` (Redis
+/// 7.0 or later) sets the marker only if the key is free and answers what
+/// was there before: nil when the claim is ours, else the existing entry.
 pub fn claim_command(redis_key: &str, marker: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(CLAIM.get_hash())
-        .arg(1)
-        .arg(redis_key)
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(redis_key)
         .arg(marker)
-        .arg(CLAIM_TTL.as_millis() as u64);
+        .arg("NX")
+        .arg("PX")
+        .arg(CLAIM_TTL.as_millis() as u64)
+        .arg("GET");
     cmd
 }
 

@@ -114,9 +114,12 @@ pub async fn create_transaction(
             pipeline
                 .add_command(idempotency::claim_command(redis_key, marker))
                 .add_command(create);
-            let scripts = [&*idempotency::CLAIM, &*store::CREATE];
-            match store::run_scripts::<_, (Option<String>, String)>(&mut conn, &pipeline, &scripts)
-                .await
+            match store::run_scripts::<_, (Option<String>, String)>(
+                &mut conn,
+                &pipeline,
+                &[&*store::CREATE],
+            )
+            .await
             {
                 // The key was taken: the create wrote nothing; answer from
                 // what is there. (Our own marker means a retried pipeline.)

@@ -105,10 +105,11 @@ impl CreateOutcome {
     }
 }
 
-/// Runs a pipeline of EVALSHA commands in one round trip. Redis forgets
-/// scripts when it restarts; then the scripts are loaded and the pipeline
-/// sent once more (a script that answered NOSCRIPT did not run, and the
-/// claim/create pair is safe to repeat: the create checks the claim).
+/// Runs a pipeline ending in EVALSHA commands in one round trip. Redis
+/// forgets scripts when it restarts; then the scripts are loaded and the
+/// pipeline sent once more (a script that answered NOSCRIPT did not run,
+/// and the claim/create pair is safe to repeat: a repeated claim finds our
+/// own marker, which counts as ours, and the create checks the claim).
 pub async fn run_scripts<C, T>(
     conn: &mut C,
     pipeline: &redis::Pipeline,
