@@ -1,0 +1,723 @@
+//! One benchmark command: `cargo run --release -p bench`.
+//!
+//! Boots the whole platform from process-compose.yaml on free ports (the
+//! end-to-end harness), warms it up, runs every scenario of the benchmark
+//! next to its reference in the same run, prints a Markdown table and
+//! writes every figure, the machine's core count and the git revision to
+//! `target/bench/latest.json`. See BENCHMARKS.md for how to read it.
+//!
+//! Settings (environment): `BENCH_SECONDS` (each wrk run, default 10),
+//! `BENCH_PRELOAD` (transactions of the large merchant, default 100000),
+//! `BENCH_BOOTS` (stack boots for the start-up figure, default 3),
+//! `BENCH_OUT` (the JSON file).
+
+mod driver;
+mod reference;
+mod report;
+mod wrk;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use e2e::stack::Stack;
+use report::{Row, quantile, thousands};
+use serde_json::json;
+
+/// Service binaries the stack runs from the directory of this executable.
+const SERVICES: [&str; 4] = ["auth-api", "core-api", "psp-connector", "psp-sandbox"];
+const CONNECTORS: [&str; 2] = ["psp-connector-0", "psp-connector-1"];
+/// Merchants of the dev users (config/users.toml).
+const MERCHANTS: [&str; 2] = ["acme", "globex"];
+const CONNECTIONS: usize = 64;
+const WRK_THREADS: usize = 2;
+/// Customer of the large merchant (alice/acme) and of the small one (bob/globex).
+const BIG_CUSTOMER: &str = "cus_big";
+const SMALL_CUSTOMER: &str = "cus_small";
+const SMALL_COUNT: usize = 100;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("hello") {
+        let addr = args.get(2).map_or("127.0.0.1:7299", String::as_str);
+        return match reference::serve_hello(addr) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("hello-world: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("bench: measure release builds only: cargo run --release -p bench");
+        return ExitCode::from(2);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Settings {
+    seconds: u64,
+    preload: usize,
+    boots: usize,
+    out: PathBuf,
+}
+
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}: not a valid number: {value:?}")),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Settings> {
+        let target = e2e::binary_dir()
+            .parent()
+            .context("target dir")?
+            .to_path_buf();
+        Ok(Settings {
+            seconds: setting("BENCH_SECONDS", 10)?,
+            preload: setting("BENCH_PRELOAD", 100_000)?,
+            boots: setting::<usize>("BENCH_BOOTS", 3)?.max(1),
+            out: std::env::var_os("BENCH_OUT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| target.join("bench/latest.json")),
+        })
+    }
+}
+
+fn log(message: impl AsRef<str>) {
+    eprintln!("[bench] {}", message.as_ref());
+}
+
+/// Builds the service binaries of this profile when run by cargo (a no-op
+/// when they are fresh), and checks that they and the load tools exist.
+fn prerequisites(root: &Path) -> anyhow::Result<()> {
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut command = Command::new(cargo);
+        command
+            .current_dir(root)
+            .args(["build", "--release", "--bins"]);
+        for service in SERVICES {
+            command.args(["-p", service]);
+        }
+        log("building the service binaries (cargo build --release --bins -p …)");
+        if !command.status()?.success() {
+            bail!("building the service binaries failed");
+        }
+    }
+    let dir = e2e::binary_dir();
+    for service in SERVICES {
+        if !dir.join(service).is_file() {
+            bail!(
+                "{} missing: run `cargo build --release --workspace --bins` first",
+                dir.join(service).display()
+            );
+        }
+    }
+    for (tool, package) in [
+        ("wrk", "wrk"),
+        ("redis-benchmark", "redis-tools"),
+        ("redis-server", "redis-server"),
+        ("caddy", "caddy"),
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            bail!("`{tool}` is not on PATH: `apt-get install {package}` (or `nix develop`)");
+        }
+    }
+    Ok(())
+}
+
+fn first_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok());
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": model,
+        "memory_gib": memory_kib.map(|k| (k as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+    })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn git_revision(root: &Path) -> (String, bool) {
+    let revision = first_line(
+        "git",
+        &["-C", &root.display().to_string(), "rev-parse", "HEAD"],
+    );
+    let dirty = Command::new("git")
+        .args(["-C", &root.display().to_string()])
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    (revision, dirty)
+}
+
+/// SIGSTOPs the connectors; SIGCONT when dropped (also on failure, so the
+/// stack can still be stopped).
+struct PausedConnectors<'a>(&'a Stack);
+
+impl<'a> PausedConnectors<'a> {
+    fn new(stack: &'a Stack) -> Self {
+        for name in CONNECTORS {
+            stack.signal(name, "STOP");
+        }
+        PausedConnectors(stack)
+    }
+}
+
+impl Drop for PausedConnectors<'_> {
+    fn drop(&mut self) {
+        for name in CONNECTORS {
+            self.0.signal(name, "CONT");
+        }
+    }
+}
+
+/// Transactions not yet final, over both merchants' status indexes.
+async fn unsettled(redis: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
+    let mut pipe = redis::pipe();
+    for merchant in MERCHANTS {
+        for status in ["pending", "processing"] {
+            pipe.zcard(format!("merchant:{merchant}:status:{status}:tx"));
+        }
+    }
+    let counts: Vec<u64> = pipe.query_async(redis).await?;
+    Ok(counts.iter().sum())
+}
+
+/// Waits until every transaction is final and the stream is empty.
+async fn wait_settled(
+    redis: &mut redis::aio::MultiplexedConnection,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let queued: u64 = redis::cmd("XLEN")
+            .arg("transactions")
+            .query_async(redis)
+            .await?;
+        if queued == 0 && unsettled(redis).await? == 0 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!("not settled after {timeout:?}: {queued} messages still queued");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A list response, checked to hold a full page (so both merchants' queries
+/// do the same work).
+async fn check_full_page(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<()> {
+    let json: serde_json::Value = client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let page = json["data"].as_array().map_or(0, Vec::len);
+    if page != 20 || json["has_more"] != true {
+        bail!("{url}: expected a full page of 20 with more, got {page}");
+    }
+    Ok(())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let root = e2e::repo_root();
+    prerequisites(&root)?;
+    let work = tempfile::tempdir()?;
+    let script = work.path().join("load.lua");
+    std::fs::write(&script, wrk::SCRIPT)?;
+    let (revision, dirty) = git_revision(&root);
+    let load_before = loadavg();
+    let bench_started = Instant::now();
+    let run_id = format!(
+        "bench{}",
+        driver::unix_ns(std::time::SystemTime::now()) / 1_000_000
+    );
+    let seconds = settings.seconds;
+
+    // Start-up: each boot from nothing (fresh data dir), median of BENCH_BOOTS.
+    let mut boots_ms = Vec::new();
+    let mut stack = None;
+    for i in 0..settings.boots {
+        log(format!("booting the stack ({}/{})", i + 1, settings.boots));
+        let booted = Stack::boot().await;
+        boots_ms.push(booted.boot_time.as_secs_f64() * 1000.0);
+        if i + 1 == settings.boots {
+            stack = Some(booted);
+        } else {
+            tokio::task::spawn_blocking(move || drop(booted)).await?;
+        }
+    }
+    let stack = stack.expect("booted at least once");
+    let boot_ms = quantile(&boots_ms, 0.5);
+
+    // Idle memory of every process, two seconds after all are ready.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let memory = stack.resident_memory_kib();
+    let memory_mb = memory.values().sum::<u64>() as f64 * 1024.0 / 1e6;
+    log(format!(
+        "boot {boot_ms:.0} ms, idle memory {memory_mb:.1} MB"
+    ));
+
+    let references = reference::References::start(&root, work.path()).await?;
+    let gateway = stack.gateway();
+    let core_apis = [
+        format!("http://127.0.0.1:{}", stack.port(7200)),
+        format!("http://127.0.0.1:{}", stack.port(7201)),
+    ];
+    let client = driver::client();
+    let alice = driver::Tokens::new(&client, &gateway, "alice");
+    let bob = driver::Tokens::new(&client, &gateway, "bob");
+    let mut redis = redis::Client::open(stack.redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let load_body = driver::body("cus_load");
+    let post_load = |url: String, token: String, name: &str, secs: u64| {
+        let run_id = format!("{run_id}-{name}");
+        let script = script.clone();
+        let body = load_body.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                wrk::run(
+                    &script,
+                    &wrk::Load {
+                        url: &url,
+                        method: "POST",
+                        path: "/transactions",
+                        token: Some(&token),
+                        body: Some(&body),
+                        run_id: &run_id,
+                        threads: WRK_THREADS,
+                        connections: CONNECTIONS,
+                        seconds: secs,
+                    },
+                )
+            })
+            .await?
+        }
+    };
+
+    // Warm-up: every path the scenarios use, connectors running.
+    log("warming up");
+    post_load(gateway.clone(), alice.get().await?, "warm-gateway", 3).await?;
+    post_load(references.caddy.clone(), String::new(), "warm-caddy", 2).await?;
+    post_load(references.hellos[0].clone(), String::new(), "warm-hello", 1).await?;
+    wait_settled(&mut redis, Duration::from_secs(120)).await?;
+
+    // From here the connectors are stopped: the accept path is measured
+    // alone, and what it queues is the backlog of the settle scenario.
+    let paused = PausedConnectors::new(&stack);
+
+    // Preload through the real API: both core-api replicas, 64 at a time.
+    log(format!(
+        "preloading {} transactions for acme/{BIG_CUSTOMER} and {SMALL_COUNT} for globex/{SMALL_CUSTOMER}",
+        settings.preload
+    ));
+    let preload_time = driver::post_many(
+        &client,
+        &core_apis,
+        &alice,
+        BIG_CUSTOMER,
+        settings.preload,
+        CONNECTIONS,
+        &format!("{run_id}-preload-big"),
+    )
+    .await?;
+    driver::post_many(
+        &client,
+        &core_apis,
+        &bob,
+        SMALL_CUSTOMER,
+        SMALL_COUNT,
+        CONNECTIONS,
+        &format!("{run_id}-preload-small"),
+    )
+    .await?;
+    let preload_rate = settings.preload as f64 / preload_time.as_secs_f64();
+    log(format!(
+        "preload: {:.1} s, {preload_rate:.0}/s",
+        preload_time.as_secs_f64()
+    ));
+
+    // GET /transactions?customer_id=… on the large and the small merchant,
+    // direct to one core-api, alternating, a few connections (latency, not
+    // throughput).
+    log("listing latency: large vs small merchant");
+    let big_path = format!("/transactions?customer_id={BIG_CUSTOMER}");
+    let small_path = format!("/transactions?customer_id={SMALL_CUSTOMER}");
+    let (alice_token, bob_token) = (alice.get().await?, bob.get().await?);
+    check_full_page(
+        &client,
+        &format!("{}{big_path}", core_apis[0]),
+        &alice_token,
+    )
+    .await?;
+    check_full_page(
+        &client,
+        &format!("{}{small_path}", core_apis[0]),
+        &bob_token,
+    )
+    .await?;
+    let mut big_runs = Vec::new();
+    let mut small_runs = Vec::new();
+    let list_seconds = (seconds / 2).max(1);
+    for round in 0..2 {
+        for (path, token, runs) in [
+            (&small_path, &bob_token, &mut small_runs),
+            (&big_path, &alice_token, &mut big_runs),
+        ] {
+            let (url, query, token, script) = (
+                core_apis[0].clone(),
+                path.clone(),
+                token.clone(),
+                script.clone(),
+            );
+            let figures = tokio::task::spawn_blocking(move || {
+                wrk::run(
+                    &script,
+                    &wrk::Load {
+                        url: &url,
+                        method: "GET",
+                        path: &query,
+                        token: Some(&token),
+                        body: None,
+                        run_id: "list",
+                        threads: 1,
+                        connections: 4,
+                        seconds: list_seconds,
+                    },
+                )
+            })
+            .await??;
+            log(format!(
+                "  round {round} {path}: p50 {:.2} ms, p99 {:.2} ms, {:.0}/s",
+                figures.p50_ms(),
+                figures.p99_ms(),
+                figures.rate()
+            ));
+            runs.push(figures);
+        }
+    }
+    let mean = |runs: &[wrk::Figures], f: fn(&wrk::Figures) -> f64| {
+        runs.iter().map(f).sum::<f64>() / runs.len() as f64
+    };
+    let big_p50 = mean(&big_runs, wrk::Figures::p50_ms);
+    let small_p50 = mean(&small_runs, wrk::Figures::p50_ms);
+    let big_p99 = mean(&big_runs, wrk::Figures::p99_ms);
+    let small_p99 = mean(&small_runs, wrk::Figures::p99_ms);
+
+    // POST through Caddy: the reference Caddy (same Caddyfile) in front of
+    // hello-worlds, then the gateway in front of core-api.
+    log("POST /transactions through Caddy: reference, then platform");
+    let caddy_ref = post_load(
+        references.caddy.clone(),
+        String::new(),
+        "ref-caddy",
+        seconds,
+    )
+    .await?;
+    let caddy_platform = post_load(gateway.clone(), alice.get().await?, "gateway", seconds).await?;
+    log("POST /transactions direct: hello-world, then one core-api");
+    let direct_ref = post_load(
+        references.hellos[0].clone(),
+        String::new(),
+        "ref-hello",
+        seconds,
+    )
+    .await?;
+    let direct_platform = post_load(
+        core_apis[0].clone(),
+        alice.get().await?,
+        "core-api",
+        seconds,
+    )
+    .await?;
+
+    // Settle: the reference first (Redis is quiet), then release the
+    // connectors on the backlog and time it to the last final status.
+    log("redis-benchmark XADD, then settling the backlog");
+    let xadd_rate = {
+        let port = stack.port(6390);
+        tokio::task::spawn_blocking(move || reference::redis_benchmark_xadd(port, 100_000))
+            .await??
+    };
+    let backlog = unsettled(&mut redis).await?;
+    drop(paused);
+    let settle_time = wait_settled(&mut redis, Duration::from_secs(300)).await?;
+    let settle_rate = backlog as f64 / settle_time.as_secs_f64();
+    log(format!(
+        "settled {backlog} in {:.1} s: {settle_rate:.0}/s (XADD reference {xadd_rate:.0}/s)",
+        settle_time.as_secs_f64()
+    ));
+
+    // End to end at half the largest rate the platform sustains. Accepting
+    // and settling share the same cores, so a transaction costs 1/post +
+    // 1/settle of the machine: the max rate is the harmonic combination of
+    // the gateway's POST rate and the settle rate, both measured above.
+    let max_rate = 1.0 / (1.0 / caddy_platform.rate() + 1.0 / settle_rate);
+    let e2e_rate = max_rate / 2.0;
+    log(format!(
+        "end to end: {e2e_rate:.0}/s for {seconds} s through the gateway"
+    ));
+    let sent = driver::open_loop(
+        &client,
+        &gateway,
+        &alice,
+        "cus_e2e",
+        e2e_rate,
+        Duration::from_secs(seconds),
+        &format!("{run_id}-e2e"),
+    )
+    .await?;
+    let ids: Vec<String> = sent.iter().filter_map(|s| s.id.clone()).collect();
+    let post_failures = sent.len() - ids.len();
+    let finals = driver::final_states(&mut redis, &ids, Duration::from_secs(120)).await?;
+    let due: Vec<i128> = sent
+        .iter()
+        .filter(|s| s.id.is_some())
+        .map(|s| s.due_unix_ns)
+        .collect();
+    let latencies_ms: Vec<f64> = finals
+        .iter()
+        .zip(&due)
+        .map(|((_, final_ns), due_ns)| (final_ns - due_ns) as f64 / 1e6)
+        .collect();
+    let not_succeeded = finals.iter().filter(|(s, _)| s != "succeeded").count();
+    let e2e_p50 = quantile(&latencies_ms, 0.5);
+    let e2e_p99 = quantile(&latencies_ms, 0.99);
+    let e2e_max = quantile(&latencies_ms, 1.0);
+    if post_failures > 0 || not_succeeded > 0 {
+        bail!("end to end: {post_failures} POSTs failed, {not_succeeded} not succeeded");
+    }
+
+    let load_after = loadavg();
+    drop(references);
+    tokio::task::spawn_blocking(move || drop(stack)).await?;
+
+    let caddy_ratio = caddy_platform.rate() / caddy_ref.rate();
+    let direct_ratio = direct_platform.rate() / direct_ref.rate();
+    let list_ratio = big_p50 / small_p50;
+    let rows = vec![
+        Row {
+            scenario: format!("`POST /transactions` through Caddy, {CONNECTIONS} connections"),
+            figure: format!(
+                "{}/s, p99 {:.1} ms",
+                thousands(caddy_platform.rate()),
+                caddy_platform.p99_ms()
+            ),
+            reference: format!(
+                "Caddy → axum hello-world: {}/s, p99 {:.1} ms",
+                thousands(caddy_ref.rate()),
+                caddy_ref.p99_ms()
+            ),
+            ratio: format!("{:.0} %", 100.0 * caddy_ratio),
+            goal: "≥ 60 %; p99 ≤ 15 ms".into(),
+            met: caddy_ratio >= 0.60 && caddy_platform.p99_ms() <= 15.0,
+        },
+        Row {
+            scenario: format!(
+                "`POST /transactions` direct to one core-api, {CONNECTIONS} connections"
+            ),
+            figure: format!(
+                "{}/s, p99 {:.1} ms",
+                thousands(direct_platform.rate()),
+                direct_platform.p99_ms()
+            ),
+            reference: format!(
+                "axum hello-world: {}/s, p99 {:.1} ms",
+                thousands(direct_ref.rate()),
+                direct_ref.p99_ms()
+            ),
+            ratio: format!("{:.0} %", 100.0 * direct_ratio),
+            goal: "≥ 25 %; p99 ≤ 5 ms".into(),
+            met: direct_ratio >= 0.25 && direct_platform.p99_ms() <= 5.0,
+        },
+        Row {
+            scenario: format!(
+                "`GET /transactions?customer_id=…`, merchant holding {} transactions",
+                thousands(settings.preload as f64)
+            ),
+            figure: format!("p50 {big_p50:.2} ms (p99 {big_p99:.2} ms)"),
+            reference: format!(
+                "same query, merchant with {SMALL_COUNT}: p50 {small_p50:.2} ms (p99 {small_p99:.2} ms)"
+            ),
+            ratio: format!("{list_ratio:.2}×"),
+            goal: "≤ 1.5×".into(),
+            met: list_ratio <= 1.5,
+        },
+        Row {
+            scenario: "settle rate (XADD → final), two connectors, sandbox latency 0".into(),
+            figure: format!("{}/s", thousands(settle_rate)),
+            reference: format!("`redis-benchmark` XADD: {}/s", thousands(xadd_rate)),
+            ratio: format!("{:.0} %", 100.0 * settle_rate / xadd_rate),
+            goal: "≥ 5,000 settled/s".into(),
+            met: settle_rate >= 5000.0,
+        },
+        Row {
+            scenario: format!(
+                "end to end, POST → `succeeded`, at half the max rate ({}/s)",
+                thousands(e2e_rate)
+            ),
+            figure: format!("p50 {e2e_p50:.1} ms, p99 {e2e_p99:.1} ms"),
+            reference: "—".into(),
+            ratio: "—".into(),
+            goal: "p50 ≤ 20 ms, p99 ≤ 100 ms".into(),
+            met: e2e_p50 <= 20.0 && e2e_p99 <= 100.0,
+        },
+        Row {
+            scenario: "stack start (binaries built) → all ready".into(),
+            figure: format!("{boot_ms:.0} ms (median of {})", boots_ms.len()),
+            reference: "—".into(),
+            ratio: "—".into(),
+            goal: "≤ 2 s".into(),
+            met: boot_ms <= 2000.0,
+        },
+        Row {
+            scenario: format!("idle memory, whole stack ({} processes)", memory.len()),
+            figure: format!("{memory_mb:.1} MB"),
+            reference: "—".into(),
+            ratio: "—".into(),
+            goal: "≤ 150 MB".into(),
+            met: memory_mb <= 150.0,
+        },
+    ];
+    let table = report::markdown(&rows);
+
+    let figures = |f: &wrk::Figures| {
+        json!({
+            "rate_per_s": f.rate(), "requests": f.requests, "duration_s": f.duration_us / 1e6,
+            "latency_ms": {"mean": f.mean_us / 1e3, "p50": f.p50_ms(), "p90": f.p90_us / 1e3,
+                           "p99": f.p99_ms(), "max": f.max_us / 1e3},
+        })
+    };
+    let document = json!({
+        "revision": revision,
+        "worktree_dirty": dirty,
+        "finished_at": time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)?,
+        "duration_s": bench_started.elapsed().as_secs_f64(),
+        "machine": machine(),
+        "load_average": {"before": load_before, "after": load_after},
+        "tools": {
+            "wrk": first_line("wrk", &["-v"]),
+            "caddy": first_line("caddy", &["version"]),
+            "redis": first_line("redis-server", &["--version"]),
+        },
+        "settings": {
+            "wrk_seconds": seconds, "wrk_threads": WRK_THREADS, "connections": CONNECTIONS,
+            "preload": settings.preload, "small_merchant": SMALL_COUNT, "boots": boots_ms.len(),
+        },
+        "scenarios": {
+            "post_through_caddy": {
+                "platform": figures(&caddy_platform), "reference": figures(&caddy_ref),
+                "ratio": caddy_ratio, "met": rows[0].met,
+            },
+            "post_direct": {
+                "platform": figures(&direct_platform), "reference": figures(&direct_ref),
+                "ratio": direct_ratio, "met": rows[1].met,
+            },
+            "list_by_customer": {
+                "large_merchant": big_runs.iter().map(figures).collect::<Vec<_>>(),
+                "small_merchant": small_runs.iter().map(figures).collect::<Vec<_>>(),
+                "large_p50_ms": big_p50, "small_p50_ms": small_p50,
+                "large_p99_ms": big_p99, "small_p99_ms": small_p99,
+                "ratio": list_ratio, "met": rows[2].met,
+                "preload_seconds": preload_time.as_secs_f64(), "preload_rate_per_s": preload_rate,
+            },
+            "settle": {
+                "transactions": backlog, "seconds": settle_time.as_secs_f64(),
+                "rate_per_s": settle_rate, "reference_xadd_per_s": xadd_rate,
+                "ratio": settle_rate / xadd_rate, "met": rows[3].met,
+            },
+            "end_to_end": {
+                "rate_per_s": e2e_rate, "max_rate_per_s": max_rate, "transactions": latencies_ms.len(),
+                "latency_ms": {"p50": e2e_p50, "p90": quantile(&latencies_ms, 0.9),
+                               "p99": e2e_p99, "max": e2e_max},
+                "met": rows[4].met,
+            },
+            "start_up": {"boot_ms": boots_ms, "median_ms": boot_ms, "met": rows[5].met},
+            "idle_memory": {
+                "total_mb": memory_mb,
+                "per_process_mib": memory.iter()
+                    .map(|(name, kib)| (name.clone(), json!(*kib as f64 / 1024.0)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "met": rows[6].met,
+            },
+        },
+        "table_markdown": table,
+    });
+    if let Some(dir) = settings.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&settings.out, serde_json::to_string_pretty(&document)?)?;
+
+    println!(
+        "machine: {} cores, load average {load_before} → {load_after}; revision {revision}{}\n",
+        document["machine"]["cores"],
+        if dirty { " (work tree modified)" } else { "" }
+    );
+    println!("{table}");
+    println!("figures: {}", settings.out.display());
+    Ok(())
+}
