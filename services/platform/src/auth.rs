@@ -56,6 +56,35 @@ impl<'de> Deserialize<'de> for JwtSecret {
     }
 }
 
+/// What marks a development secret: process-compose.yaml's `JWT_SECRET`
+/// contains it, and any secret that does is refused outside development.
+pub const DEVELOPMENT_SECRET_MARKER: &str = "dev-only";
+
+/// Refuses a development `JWT_SECRET` (one containing
+/// [`DEVELOPMENT_SECRET_MARKER`], in any case) unless `env` is
+/// `development`: a deployment that forgot to set its own secret must not
+/// start with one published in the repository, with which anyone can mint
+/// tokens for any merchant.
+pub fn refuse_development_secret(
+    env: &crate::config::PlatformEnv,
+    secret: &[u8],
+) -> Result<(), crate::ConfigError> {
+    let marked = String::from_utf8_lossy(secret)
+        .to_ascii_lowercase()
+        .contains(DEVELOPMENT_SECRET_MARKER);
+    if marked && !env.is_development() {
+        return Err(crate::ConfigError {
+            variable: "JWT_SECRET".into(),
+            problem: format!(
+                "is a development secret (it contains \"{DEVELOPMENT_SECRET_MARKER}\") and \
+                 PLATFORM_ENV is {}; set a secret of your own",
+                env.as_str()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The claims of a merchant token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -217,6 +246,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn development_secrets_are_refused_outside_development() {
+        use crate::config::PlatformEnv;
+        let dev = b"dev-only-jwt-secret-do-not-use-in-production-0123456789";
+        let own = b"9f2c1e7a5b3d4c6e8f0a1b2c3d4e5f60718293a4";
+        let production = PlatformEnv::new("production").unwrap();
+        let staging = PlatformEnv::new("staging").unwrap();
+        assert!(refuse_development_secret(&PlatformEnv::default(), dev).is_ok());
+        assert!(refuse_development_secret(&production, own).is_ok());
+        for env in [&production, &staging] {
+            let error = refuse_development_secret(env, dev).unwrap_err();
+            assert_eq!(error.variable, "JWT_SECRET");
+            assert!(
+                !error.problem.contains("0123456789"),
+                "never echo the secret"
+            );
+        }
+        assert!(
+            refuse_development_secret(&production, b"my-DEV-ONLY-secret-0123456789abcdef").is_err()
+        );
+    }
 
     fn secret() -> JwtSecret {
         JwtSecret::new("0123456789abcdef0123456789abcdef").unwrap()

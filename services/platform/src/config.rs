@@ -155,6 +155,57 @@ pub struct RuntimeConfig {
     /// above the gateway's health-check interval for zero-failure restarts.
     #[serde(default = "default_shutdown_delay")]
     pub shutdown_delay_ms: Millis,
+    /// Where this process runs (`PLATFORM_ENV`, default `development`):
+    /// outside development, development secrets are refused at start.
+    #[serde(default)]
+    pub platform_env: PlatformEnv,
+}
+
+/// `PLATFORM_ENV`: the name of the environment a process runs in, such as
+/// `development` (the default), `staging` or `production`. Only
+/// `development` accepts the development secrets that process-compose.yaml
+/// ships ([`crate::auth::refuse_development_secret`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformEnv(String);
+
+impl PlatformEnv {
+    pub const DEVELOPMENT: &'static str = "development";
+
+    /// 1–32 characters of `a-z`, `0-9`, `-` and `_`: a name, not free text.
+    pub fn new(name: &str) -> Result<Self, String> {
+        let ok = (1..=32).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(format!(
+                "expected a lower-case name such as development or production (got {name:?})"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_development(&self) -> bool {
+        self.0 == Self::DEVELOPMENT
+    }
+}
+
+impl Default for PlatformEnv {
+    fn default() -> Self {
+        Self(Self::DEVELOPMENT.to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for PlatformEnv {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        PlatformEnv::new(String::deserialize(deserializer)?.trim())
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_shutdown_delay() -> Millis {
@@ -171,13 +222,18 @@ impl Default for RuntimeConfig {
             log_format: None,
             shutdown_timeout_secs: default_shutdown_timeout(),
             shutdown_delay_ms: default_shutdown_delay(),
+            platform_env: PlatformEnv::default(),
         }
     }
 }
 
 impl FromEnv for RuntimeConfig {
-    const VARS: &'static [&'static str] =
-        &["LOG_FORMAT", "SHUTDOWN_TIMEOUT_SECS", "SHUTDOWN_DELAY_MS"];
+    const VARS: &'static [&'static str] = &[
+        "LOG_FORMAT",
+        "SHUTDOWN_TIMEOUT_SECS",
+        "SHUTDOWN_DELAY_MS",
+        "PLATFORM_ENV",
+    ];
 }
 
 /// Variables read by libraries rather than by a config struct: the systemd
@@ -251,6 +307,24 @@ mod tests {
             jail.set_env("EXAMPLE_TIMEOUT_MS", "soon");
             let error = load::<Example>().unwrap_err();
             assert_eq!(error.variable, "EXAMPLE_TIMEOUT_MS");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn platform_env_defaults_to_development_and_must_be_a_name() {
+        Jail::expect_with(|jail| {
+            let runtime = load::<RuntimeConfig>().unwrap();
+            assert!(runtime.platform_env.is_development());
+            jail.set_env("PLATFORM_ENV", "production");
+            let runtime = load::<RuntimeConfig>().unwrap();
+            assert_eq!(runtime.platform_env.as_str(), "production");
+            assert!(!runtime.platform_env.is_development());
+            for bad in ["", "Production", "prod uction", &"x".repeat(33)] {
+                jail.set_env("PLATFORM_ENV", bad);
+                let error = load::<RuntimeConfig>().unwrap_err();
+                assert_eq!(error.variable, "PLATFORM_ENV", "{bad:?}");
+            }
             Ok(())
         });
     }

@@ -172,6 +172,15 @@ where
 {
     let runtime = crate::config::load_or_exit::<crate::config::RuntimeConfig>();
     let config = crate::config::load_or_exit::<C>();
+    // Services that take a JWT_SECRET refuse the development one outside
+    // development (read here, once, for every such service).
+    if C::VARS.contains(&"JWT_SECRET")
+        && let Some(secret) = std::env::var_os("JWT_SECRET")
+        && let Err(error) =
+            crate::auth::refuse_development_secret(&runtime.platform_env, secret.as_encoded_bytes())
+    {
+        crate::config::exit_with(&error);
+    }
     crate::telemetry::init(name, runtime.log_format);
     let shutdown = Shutdown::on_signals_with_delay(runtime.shutdown_delay_ms.0);
     let (addr, serve) = match build(config, runtime, shutdown).await {
