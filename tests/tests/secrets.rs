@@ -1,0 +1,192 @@
+//! Secrets: the development `JWT_SECRET` of process-compose.yaml is refused
+//! outside development (`PLATFORM_ENV` other than `development`), by the
+//! real binaries, with the one-line config error and exit code 2; and a
+//! full merchant session — every test card, failed logins, a replay —
+//! leaves no card number, password or token in any process log.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::client::{self, TEST_CARDS, http_client, login, payment};
+use e2e::stack::Stack;
+use serde_json::json;
+
+/// The dev secret, as the file sets it.
+fn dev_secret() -> String {
+    let file =
+        e2e::compose::ComposeFile::load(&e2e::repo_root().join("process-compose.yaml"), &|_| None);
+    file.processes()
+        .iter()
+        .flat_map(|p| p.environment.iter())
+        .find(|(name, _)| name == "JWT_SECRET")
+        .map(|(_, value)| value.clone())
+        .expect("process-compose.yaml sets JWT_SECRET")
+}
+
+/// Runs `binary` with `env`; its exit code and stderr if it exits within
+/// `wait`, None if it is still running then (and it is killed). Config
+/// errors stop a service before any I/O, within milliseconds.
+fn run(binary: &str, env: &[(&str, &str)]) -> Option<(Option<i32>, String)> {
+    run_for(binary, env, Duration::from_secs(5))
+}
+
+/// True if `binary` is still running after a second.
+fn starts(binary: &str, env: &[(&str, &str)]) -> bool {
+    run_for(binary, env, Duration::from_secs(1)).is_none()
+}
+
+fn run_for(binary: &str, env: &[(&str, &str)], wait: Duration) -> Option<(Option<i32>, String)> {
+    let port = platform::testing::free_port();
+    let mut child = Command::new(e2e::binary_dir().join(binary))
+        .env_clear()
+        .env("AUTH_API_ADDR", format!("127.0.0.1:{port}"))
+        .env("CORE_API_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "AUTH_USERS_FILE",
+            e2e::repo_root().join("config/users.toml"),
+        )
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env("LOG_FORMAT", "json")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{binary}: {e} (run `cargo build --workspace --bins`)"));
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            return Some((
+                status.code(),
+                String::from_utf8_lossy(&output.stderr).into(),
+            ));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_development_jwt_secret_is_refused_outside_development() {
+    let dev = dev_secret();
+    assert!(
+        dev.contains(platform::auth::DEVELOPMENT_SECRET_MARKER),
+        "process-compose.yaml's JWT_SECRET must carry the development marker"
+    );
+    let own = "f3b1c9d2e8a7465b9c0d1e2f3a4b5c6d7e8f9a0b";
+    for binary in ["auth-api", "core-api"] {
+        for env in ["production", "staging"] {
+            let (code, stderr) = run(binary, &[("JWT_SECRET", &dev), ("PLATFORM_ENV", env)])
+                .unwrap_or_else(|| panic!("{binary} started with the dev secret in {env}"));
+            assert_eq!(code, Some(2), "{binary} in {env}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{binary}: one line: {stderr}");
+            assert!(
+                lines[0].starts_with("config error: JWT_SECRET: is a development secret"),
+                "{binary}: {stderr}"
+            );
+            assert!(!stderr.contains(&dev), "{binary} echoed the secret");
+        }
+        // Development (explicit or by default) and a secret of one's own
+        // in production both start.
+        assert!(
+            starts(binary, &[("JWT_SECRET", &dev)]),
+            "{binary} refused the dev secret in development"
+        );
+        assert!(
+            starts(
+                binary,
+                &[("JWT_SECRET", &dev), ("PLATFORM_ENV", "development")]
+            ),
+            "{binary} refused the dev secret with PLATFORM_ENV=development"
+        );
+        assert!(
+            starts(
+                binary,
+                &[("JWT_SECRET", own), ("PLATFORM_ENV", "production")]
+            ),
+            "{binary} refused its own secret in production"
+        );
+        let (code, stderr) = run(binary, &[("JWT_SECRET", own), ("PLATFORM_ENV", "Prod")])
+            .expect("a bad PLATFORM_ENV stops the process");
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with("config error: PLATFORM_ENV: "),
+            "{stderr}"
+        );
+    }
+}
+
+/// Every path a secret could take into a log: logins that succeed and
+/// fail (JSON and form), payments with every test card, a replay, a reused
+/// key, a card in the wrong field — then every process log is scanned.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_log_line_holds_a_card_number_password_or_token() {
+    let stack = Stack::boot().await;
+    let gateway = stack.gateway();
+    let http = http_client();
+    let wrong_password = "correct-horse-battery-staple-9";
+    for body in [
+        json!({"username": "alice", "password": wrong_password}),
+        json!({"username": "nobody", "password": wrong_password}),
+    ] {
+        let response = http
+            .post(format!("{gateway}/auth/token"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let token = login(&http, &gateway, "alice").await;
+    let mut ids = Vec::new();
+    for (i, card) in TEST_CARDS.iter().enumerate() {
+        let body = payment(card, "cus_secrets", &format!("secrets-{i}"));
+        ids.push(client::create_accepted(&http, &gateway, &token, &body).await);
+    }
+    // A replay and a reused key, which compare fingerprints of the card.
+    let body = payment(TEST_CARDS[0], "cus_secrets", "secrets-replay");
+    for _ in 0..2 {
+        let response = client::create_with_key(&http, &gateway, &token, &body, "secrets-key")
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let reused = payment(TEST_CARDS[1], "cus_secrets", "secrets-replay");
+    let response = client::create_with_key(&http, &gateway, &token, &reused, "secrets-key")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    // Card numbers where they do not belong.
+    for (pointer, value) in [
+        ("/customer_id", json!(TEST_CARDS[0])),
+        ("/reference", json!(TEST_CARDS[1])),
+        ("/payment_method/cvc", json!(TEST_CARDS[2])),
+        (
+            "/payment_method/number",
+            json!(TEST_CARDS[3].parse::<u64>().unwrap()),
+        ),
+        ("/amount", json!(TEST_CARDS[4])),
+    ] {
+        let mut body = payment("4242424242424241", "cus_secrets", "secrets-bad");
+        *body.pointer_mut(pointer).unwrap() = value;
+        let response = client::create(&http, &gateway, &token, &body)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{pointer}");
+        let text = response.text().await.unwrap();
+        for card in TEST_CARDS {
+            assert!(!text.contains(card), "error body echoes a card: {text}");
+        }
+    }
+    client::wait_all_final(&http, &gateway, "alice", &ids, Duration::from_secs(30)).await;
+    // Let the connectors write their last lines.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let secret = client::dev_jwt_secret(&stack);
+    client::assert_no_secrets_in_logs(&stack, &[wrong_password, &token, &secret]);
+}
