@@ -33,15 +33,24 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// A token for `user` (`alice` → acme, `bob` → globex), logged in through
-/// the gateway with a form, as the README does.
+/// the gateway with a form, as the README does. A 503 (auth-api or its
+/// Redis coming back after a fault) is retried for up to 10 s, as a client
+/// would.
 pub async fn login(client: &reqwest::Client, gateway: &str, user: &str) -> String {
-    let response = client
-        .post(format!("{gateway}/auth/token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("username={user}&password={DEV_PASSWORD}"))
-        .send()
-        .await
-        .expect("login request");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        let response = client
+            .post(format!("{gateway}/auth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("username={user}&password={DEV_PASSWORD}"))
+            .send()
+            .await
+            .expect("login request");
+        if response.status() != 503 || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(response.status(), 200, "login of {user}");
     let body: Value = response.json().await.expect("token JSON");
     body["access_token"]

@@ -90,7 +90,7 @@ async fn redis_killed_with_payments_in_flight_loses_no_accepted_payment() {
     let during: Vec<_> = results.iter().filter(|(_, id)| id.is_some()).collect();
     let failed: Vec<_> = results.iter().filter(|(_, id)| id.is_none()).collect();
     eprintln!(
-        "while Redis died: {} answered 202 ({} of them in the last 700 ms before the kill), {} failed",
+        "under the crash: {} answered 202 ({} requests answered in the 700 ms before the kill), {} failed",
         during.len(),
         before_kill,
         failed.len()
@@ -122,12 +122,47 @@ async fn redis_killed_with_payments_in_flight_loses_no_accepted_payment() {
         }
     }
 
+    // Every accepted payment exists. The one exception Redis documents: if
+    // a background fsync stalls for over a second (a busy disk; Redis then
+    // logs it), it writes the AOF late, and a process crash can lose up to
+    // two seconds of acknowledged writes. This test would then tell.
+    let stalled = stack.log("redis").contains("fsync is taking too long");
+    let mut missing = Vec::new();
+    for (key, id) in &accepted {
+        if client::fetch(&http, &gateway, &token, id).await.is_none() {
+            missing.push(key.clone());
+        }
+    }
+    assert!(
+        missing.is_empty() || stalled,
+        "{} accepted payments lost in the crash: {missing:?}",
+        missing.len()
+    );
+    if !missing.is_empty() {
+        eprintln!(
+            "Redis reported a stalled fsync; {} payments acknowledged just before the kill were lost",
+            missing.len()
+        );
+        for key in &missing {
+            accepted.remove(key);
+        }
+    }
     let ids: Vec<String> = accepted.values().cloned().collect();
+    let restarted = Instant::now();
     let settled =
         client::wait_all_final(&http, &gateway, "alice", &ids, Duration::from_secs(45)).await;
     for transaction in &settled {
         assert_eq!(transaction["status"], "succeeded", "{transaction}");
     }
+    let retried = settled
+        .iter()
+        .filter(|t| t["attempts"].as_u64().unwrap_or(0) > 1)
+        .count();
+    eprintln!(
+        "{} payments final {:?} after the restart; {retried} needed more than one attempt",
+        settled.len(),
+        restarted.elapsed()
+    );
     // Exactly one transaction per key: the customer's list holds no more.
     let listed = list_all(&http, &gateway, &token, &customer).await;
     assert_eq!(
