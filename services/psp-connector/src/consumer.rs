@@ -93,6 +93,11 @@ impl Consumer {
         let claim_every = (self.claim_idle / 2).max(Duration::from_millis(50));
         let mut next_claim = Instant::now();
         let mut claim_cursor = "0-0".to_owned();
+        // This consumer's own unacknowledged entries are read first, and
+        // again after every Redis error: a restarted process with the same
+        // consumer name, or one whose Redis came back, resumes that work at
+        // once rather than after the reclaim idle time.
+        let mut own_cursor: Option<String> = Some("0".to_owned());
         let mut reader = self.reader.conn();
         let mut conn = self.redis.conn();
         self.liveness.running.store(true, Ordering::Relaxed);
@@ -112,7 +117,32 @@ impl Consumer {
                 slots.push(permit);
             }
 
-            let read = if Instant::now() >= next_claim {
+            let read = if let Some(after) = own_cursor.take() {
+                match stream::read_own_pending(&mut conn, &self.name, &after, slots.len()).await {
+                    Ok(entries) => {
+                        if let Some(last) = entries.last() {
+                            tracing::info!(count = entries.len(), "resuming own pending messages");
+                            own_cursor = Some(last.id.clone());
+                        }
+                        Ok(entries)
+                    }
+                    // Redis unreachable: the error path below pauses and
+                    // starts over from "0".
+                    Err(error)
+                        if error.is_io_error()
+                            || error.is_connection_dropped()
+                            || error.is_timeout() =>
+                    {
+                        Err(error)
+                    }
+                    // Anything else is not worth more than a warning: the
+                    // reclaim finds these entries later anyway.
+                    Err(error) => {
+                        tracing::warn!(%error, "reading own pending messages failed");
+                        Ok(Vec::new())
+                    }
+                }
+            } else if Instant::now() >= next_claim {
                 next_claim = Instant::now() + claim_every;
                 let claimed = stream::claim_stale(
                     &mut conn,
@@ -141,6 +171,7 @@ impl Consumer {
                 Ok(entries) => entries,
                 Err(error) => {
                     tracing::warn!(%error, "reading the stream failed; retrying");
+                    own_cursor = Some("0".to_owned());
                     // A Redis that lost its data (restarted without
                     // persistence) lost the group too: make it again.
                     if error.code() == Some("NOGROUP")
