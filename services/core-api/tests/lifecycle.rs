@@ -31,25 +31,54 @@ fn local(port: u16) -> SocketAddr {
 #[test]
 fn bad_configuration_stops_the_process_with_one_line() {
     let cases = [
-        ("JWT_SECRET", "short", "config error: JWT_SECRET: must be at least 32 bytes"),
-        ("CORE_API_ADDR", "not-an-address", "config error: CORE_API_ADDR:"),
+        (
+            "JWT_SECRET",
+            "short",
+            "config error: JWT_SECRET: must be at least 32 bytes",
+        ),
+        (
+            "CORE_API_ADDR",
+            "not-an-address",
+            "config error: CORE_API_ADDR:",
+        ),
         ("REDIS_URL", "http://nope", "config error: REDIS_URL:"),
-        ("SHUTDOWN_TIMEOUT_SECS", "soon", "config error: SHUTDOWN_TIMEOUT_SECS:"),
+        (
+            "SHUTDOWN_TIMEOUT_SECS",
+            "soon",
+            "config error: SHUTDOWN_TIMEOUT_SECS:",
+        ),
         ("LOG_FORMAT", "xml", "config error: LOG_FORMAT:"),
     ];
     for (variable, value, expected) in cases {
-        let output = core_api("redis://127.0.0.1:1", local(free_port())).env(variable, value).output().unwrap();
+        let output = core_api("redis://127.0.0.1:1", local(free_port()))
+            .env(variable, value)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{variable}={value}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{variable}={value}: one line expected, got {stderr}");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{variable}={value}: {stderr}"
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{variable}={value}: one line expected, got {stderr}"
+        );
         assert!(stderr.starts_with(expected), "{variable}={value}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 
-    let output = core_api("redis://127.0.0.1:1", local(free_port())).env_remove("JWT_SECRET").output().unwrap();
+    let output = core_api("redis://127.0.0.1:1", local(free_port()))
+        .env_remove("JWT_SECRET")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2));
-    assert_eq!(stderr.trim(), "config error: JWT_SECRET: is required but not set");
+    assert_eq!(
+        stderr.trim(),
+        "config error: JWT_SECRET: is required but not set"
+    );
 }
 
 #[test]
@@ -58,12 +87,16 @@ fn ready_after_listening_then_stopping_and_exit_zero_on_sigterm() {
     let notify = NotifySocket::new();
     let addr = local(free_port());
     let mut child = ChildGuard(
-        core_api(&redis.url(), addr).env("NOTIFY_SOCKET", notify.path()).spawn().unwrap(),
+        core_api(&redis.url(), addr)
+            .env("NOTIFY_SOCKET", notify.path())
+            .spawn()
+            .unwrap(),
     );
 
     notify.wait_for("READY=1", Duration::from_secs(10));
     // READY=1 promises the port already accepts connections.
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).expect("port accepts once READY=1 arrived");
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        .expect("port accepts once READY=1 arrived");
 
     child.signal("TERM");
     notify.wait_for("STOPPING=1", Duration::from_secs(5));
@@ -96,7 +129,10 @@ fn not_ready_while_redis_is_down_at_start() {
     );
     wait_for_port(addr, Duration::from_secs(10));
     let early = notify.drain(Duration::from_millis(500));
-    assert!(!early.iter().any(|m| m.contains("READY=1")), "READY=1 without Redis: {early:?}");
+    assert!(
+        !early.iter().any(|m| m.contains("READY=1")),
+        "READY=1 without Redis: {early:?}"
+    );
 }
 
 #[test]
@@ -115,13 +151,19 @@ fn watchdog_is_petted_only_while_redis_answers() {
 
     let healthy = notify.drain(Duration::from_millis(800));
     let pings = healthy.iter().filter(|m| m.contains("WATCHDOG=1")).count();
-    assert!(pings >= 3, "expected a ping every 100 ms while healthy, got {healthy:?}");
+    assert!(
+        pings >= 3,
+        "expected a ping every 100 ms while healthy, got {healthy:?}"
+    );
 
     redis.stop();
     // Let the in-flight interval pass, then expect silence.
     notify.drain(Duration::from_millis(300));
     let down = notify.drain(Duration::from_millis(800));
-    assert!(!down.iter().any(|m| m.contains("WATCHDOG=1")), "pinged while Redis was down: {down:?}");
+    assert!(
+        !down.iter().any(|m| m.contains("WATCHDOG=1")),
+        "pinged while Redis was down: {down:?}"
+    );
 
     redis.restart();
     notify.wait_for("WATCHDOG=1", Duration::from_secs(10));
