@@ -31,7 +31,11 @@ let
       needsRedis ? true,
     }:
     {
-      inherit description environment;
+      inherit description;
+      # Not development: the services refuse the repository's dev JWT_SECRET.
+      environment = environment // {
+        PLATFORM_ENV = "production";
+      };
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ] ++ lib.optional needsRedis redisUnit;
       requires = lib.optional needsRedis redisUnit;

@@ -189,6 +189,7 @@ async fn merchant_pays_and_lists_through_the_gateway() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    e2e::client::assert_no_secrets_in_logs(&stack, &[&token, &bob]);
     assert!(
         uuid::Uuid::parse_str(&request_id).is_ok(),
         "Caddy's request id is a UUID: {request_id}"

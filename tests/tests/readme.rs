@@ -67,4 +67,5 @@ async fn readme_walkthrough_works_verbatim() {
     assert_eq!(only_declined["data"].as_array().unwrap().len(), 1);
     assert_eq!(only_declined["data"][0]["id"], declined["id"]);
     assert_eq!(only_declined["data"][0]["status"], "declined");
+    e2e::client::assert_no_secrets_in_logs(&stack, &[token["access_token"].as_str().unwrap()]);
 }

@@ -184,23 +184,38 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
             assert!(!text.contains(card), "error body echoes a card: {text}");
         }
     }
-    // A card number used as an id, sent to a core-api replica directly:
-    // the services log the path with the number masked. (Through the
-    // gateway, Caddy's own access log would record the URI as sent.)
+    // A card number used as an id and as a query value, through the
+    // gateway: Caddy's access log and the services' both mask it.
     let response = http
         .get(format!(
-            "http://127.0.0.1:{}/transactions/{}",
-            stack.port(7200),
-            TEST_CARDS[0]
+            "{gateway}/transactions/{}?customer_id={}",
+            TEST_CARDS[0], TEST_CARDS[1]
         ))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+    let response = http
+        .get(format!(
+            "{gateway}/transactions?customer_id={}",
+            TEST_CARDS[1]
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     assert!(
-        stack.log("core-api-0").contains("/transactions/[card]"),
-        "the request is logged, with the number masked"
+        stack
+            .log("gateway")
+            .contains("/transactions/[card]?customer_id=[card]"),
+        "the gateway logs the request with the numbers masked"
+    );
+    let replicas = stack.log("core-api-0") + &stack.log("core-api-1");
+    assert!(
+        replicas.contains("/transactions/[card]"),
+        "the replica logs the path masked"
     );
     client::wait_all_final(&http, &gateway, "alice", &ids, Duration::from_secs(30)).await;
     // Let the connectors write their last lines.
