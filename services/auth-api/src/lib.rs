@@ -14,17 +14,13 @@ pub mod users;
 
 pub use configuration::{Config, TokenTtl};
 
-use std::net::SocketAddr;
-
 use axum::routing::{get, post};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use platform::Shutdown;
 use platform::auth::TokenIssuer;
 use platform::config::RuntimeConfig;
 use platform::health::Readiness;
 use platform::redis::Redis;
-use platform::server::Server;
+use platform::server::{Server, Started};
 
 use crate::limiter::LoginLimiter;
 use crate::token::TokenState;
@@ -39,7 +35,7 @@ pub async fn build(
     config: Config,
     runtime: RuntimeConfig,
     shutdown: Shutdown,
-) -> anyhow::Result<(SocketAddr, BoxFuture<'static, anyhow::Result<()>>)> {
+) -> anyhow::Result<Started> {
     let users = Users::load(&config.auth_users_file)?;
     if users.is_empty() {
         tracing::warn!(file = %config.auth_users_file.display(), "the users file has no users");
@@ -62,9 +58,5 @@ pub async fn build(
         runtime.shutdown_timeout_secs.0,
     )
     .await?;
-    let addr = server.local_addr();
-    Ok((
-        addr,
-        server.run(shutdown).map(|r| r.map_err(Into::into)).boxed(),
-    ))
+    Ok(server.start(shutdown))
 }

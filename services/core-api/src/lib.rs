@@ -14,18 +14,14 @@ pub mod transactions;
 
 pub use configuration::Config;
 
-use std::net::SocketAddr;
-
 use axum::extract::FromRef;
 use axum::routing::get;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use platform::Shutdown;
 use platform::auth::TokenVerifier;
 use platform::config::RuntimeConfig;
 use platform::health::Readiness;
 use platform::redis::Redis;
-use platform::server::Server;
+use platform::server::{Server, Started};
 
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
@@ -54,7 +50,7 @@ pub async fn build(
     config: Config,
     runtime: RuntimeConfig,
     shutdown: Shutdown,
-) -> anyhow::Result<(SocketAddr, BoxFuture<'static, anyhow::Result<()>>)> {
+) -> anyhow::Result<Started> {
     let redis = Redis::connect(&config.redis_url)?;
     let state = AppState {
         redis: redis.clone(),
@@ -69,9 +65,5 @@ pub async fn build(
         runtime.shutdown_timeout_secs.0,
     )
     .await?;
-    let addr = server.local_addr();
-    Ok((
-        addr,
-        server.run(shutdown).map(|r| r.map_err(Into::into)).boxed(),
-    ))
+    Ok(server.start(shutdown))
 }

@@ -17,6 +17,13 @@ use crate::lifecycle::{self, Shutdown};
 /// How often readiness is retried before `READY=1`.
 const READY_POLL: Duration = Duration::from_millis(20);
 
+/// What a service's `build` returns: the bound address, and the future
+/// that serves until shutdown.
+pub type Started = (
+    SocketAddr,
+    futures::future::BoxFuture<'static, anyhow::Result<()>>,
+);
+
 /// A bound, not yet serving, HTTP service.
 pub struct Server {
     name: &'static str,
@@ -44,6 +51,16 @@ impl Server {
             readiness,
             drain_timeout,
         })
+    }
+
+    /// The bound address and the serving future, as `build` returns them.
+    pub fn start(self, shutdown: Shutdown) -> Started {
+        use futures::FutureExt;
+        let addr = self.local_addr();
+        (
+            addr,
+            self.run(shutdown).map(|r| r.map_err(Into::into)).boxed(),
+        )
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -163,12 +180,7 @@ pub async fn main<C, F, Fut>(name: &'static str, build: F) -> std::process::Exit
 where
     C: crate::config::FromEnv,
     F: FnOnce(C, crate::config::RuntimeConfig, Shutdown) -> Fut,
-    Fut: Future<
-        Output = anyhow::Result<(
-            SocketAddr,
-            futures::future::BoxFuture<'static, anyhow::Result<()>>,
-        )>,
-    >,
+    Fut: Future<Output = anyhow::Result<Started>>,
 {
     let runtime = crate::config::load_or_exit::<crate::config::RuntimeConfig>();
     let config = crate::config::load_or_exit::<C>();

@@ -12,16 +12,13 @@ pub mod ledger;
 
 pub use configuration::{Config, FailureRate};
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use platform::Shutdown;
 use platform::config::RuntimeConfig;
 use platform::health::Readiness;
-use platform::server::Server;
+use platform::server::{Server, Started};
 
 /// Binds the listener and returns the bound address and the future that
 /// serves until `shutdown`.
@@ -29,7 +26,7 @@ pub async fn build(
     config: Config,
     runtime: RuntimeConfig,
     shutdown: Shutdown,
-) -> anyhow::Result<(SocketAddr, BoxFuture<'static, anyhow::Result<()>>)> {
+) -> anyhow::Result<Started> {
     let state = Arc::new(charges::Charges {
         ledger: ledger::Ledger::default(),
         latency: Duration::from_millis(config.psp_latency_ms),
@@ -48,9 +45,5 @@ pub async fn build(
         runtime.shutdown_timeout_secs.0,
     )
     .await?;
-    let addr = server.local_addr();
-    Ok((
-        addr,
-        server.run(shutdown).map(|r| r.map_err(Into::into)).boxed(),
-    ))
+    Ok(server.start(shutdown))
 }
