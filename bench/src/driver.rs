@@ -210,44 +210,59 @@ pub fn unix_ns(time: SystemTime) -> i128 {
         .as_nanos() as i128
 }
 
-/// Waits until every transaction in `ids` is final and returns, for each,
-/// its status and `updated_at` (the final transition) in ns since the
-/// epoch. Read from the records in Redis, in pipelined batches.
+/// A transaction's record once final: its status, when core-api created
+/// it and when the connector finished it (ns since the epoch; the record
+/// keeps milliseconds).
+pub struct Final {
+    pub status: String,
+    pub created_unix_ns: i128,
+    pub updated_unix_ns: i128,
+}
+
+fn parse_rfc3339_ns(text: Option<String>) -> anyhow::Result<i128> {
+    let text = text.context("record without a timestamp")?;
+    let at = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)?;
+    Ok(at.unix_timestamp_nanos())
+}
+
+/// Waits until every transaction in `ids` is final and returns their
+/// records' status and timestamps, read from Redis in pipelined batches.
 pub async fn final_states(
     redis: &mut redis::aio::MultiplexedConnection,
     ids: &[String],
     timeout: Duration,
-) -> anyhow::Result<Vec<(String, i128)>> {
+) -> anyhow::Result<Vec<Final>> {
+    type Row = (Option<String>, Option<String>, Option<String>);
     let deadline = Instant::now() + timeout;
     loop {
-        let mut states = Vec::with_capacity(ids.len());
+        let mut states: Vec<Row> = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
             let mut pipe = redis::pipe();
             for id in chunk {
                 pipe.cmd("HMGET")
                     .arg(format!("tx:{id}"))
                     .arg("status")
+                    .arg("created_at")
                     .arg("updated_at");
             }
-            let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(redis).await?;
+            let rows: Vec<Row> = pipe.query_async(redis).await?;
             states.extend(rows);
         }
         let open = states
             .iter()
-            .filter(|(status, _)| {
+            .filter(|(status, _, _)| {
                 !matches!(status.as_deref(), Some("succeeded" | "declined" | "failed"))
             })
             .count();
         if open == 0 {
             return states
                 .into_iter()
-                .map(|(status, updated)| {
-                    let updated = updated.context("final record without updated_at")?;
-                    let at = time::OffsetDateTime::parse(
-                        &updated,
-                        &time::format_description::well_known::Rfc3339,
-                    )?;
-                    Ok((status.unwrap_or_default(), at.unix_timestamp_nanos()))
+                .map(|(status, created, updated)| {
+                    Ok(Final {
+                        status: status.unwrap_or_default(),
+                        created_unix_ns: parse_rfc3339_ns(created)?,
+                        updated_unix_ns: parse_rfc3339_ns(updated)?,
+                    })
                 })
                 .collect();
         }

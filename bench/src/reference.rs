@@ -35,7 +35,7 @@ pub struct References {
     pub hellos: Vec<String>,
     /// `http://127.0.0.1:<port>` of the reference Caddy.
     pub caddy: String,
-    _children: Vec<ChildGuard>,
+    children: Vec<ChildGuard>,
 }
 
 impl References {
@@ -43,7 +43,10 @@ impl References {
     /// started exactly as process-compose.yaml starts the gateway, with
     /// `CORE_API_UPSTREAMS` pointing at the hello-worlds.
     pub async fn start(root: &Path, dir: &Path) -> anyhow::Result<References> {
-        let exe = std::env::current_exe()?;
+        // A copy of this binary, so that a rebuild of the workspace while the
+        // bench runs cannot take the hello-world away.
+        let exe = dir.join("bench-hello");
+        std::fs::copy(std::env::current_exe()?, &exe).context("copy the bench binary")?;
         let mut children = Vec::new();
         let mut hellos = Vec::new();
         for _ in 0..2 {
@@ -88,12 +91,23 @@ impl References {
         let references = References {
             hellos: hellos.iter().map(|a| format!("http://{a}")).collect(),
             caddy: format!("http://127.0.0.1:{port}"),
-            _children: children,
+            children,
         };
         for url in references.hellos.iter().chain([&references.caddy]) {
             wait_ok(&format!("{url}/readyz")).await?;
         }
         Ok(references)
+    }
+}
+
+impl References {
+    /// (name, pid) of the hello-worlds and the reference Caddy.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        ["hello-0", "hello-1", "caddy"]
+            .iter()
+            .zip(&self.children)
+            .map(|(name, child)| (name.to_string(), child.pid()))
+            .collect()
     }
 }
 
