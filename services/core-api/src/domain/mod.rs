@@ -8,22 +8,20 @@
 mod amount;
 mod card_number;
 mod currency;
-mod customer_id;
 mod cvc;
 mod expiry;
 mod idempotency_key;
+mod merchant_token;
 mod metadata;
-mod reference;
 
 pub use amount::Amount;
 pub use card_number::{CardBrand, CardNumber};
 pub use currency::Currency;
-pub use customer_id::CustomerId;
 pub use cvc::Cvc;
 pub use expiry::Expiry;
 pub use idempotency_key::IdempotencyKey;
+pub use merchant_token::{CustomerId, Reference};
 pub use metadata::Metadata;
-pub use reference::Reference;
 
 use platform::ApiError;
 

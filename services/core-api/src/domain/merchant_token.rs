@@ -1,0 +1,78 @@
+//! Merchant-chosen identifiers: the customer id and the order reference.
+//! Both are indexed (listing one customer's transactions, or finding one
+//! reference, scans nothing else) and both become part of Redis key names
+//! and log fields — hence one narrow shape for both: 1–64 characters of
+//! `[A-Za-z0-9_.:-]`.
+
+use std::marker::PhantomData;
+
+use super::{FieldError, is_token};
+
+/// Which field a [`MerchantToken`] is, for its error code and message.
+pub trait TokenField {
+    const CODE: &'static str;
+    const NAME: &'static str;
+}
+
+/// A valid value of the field `F`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantToken<F>(String, PhantomData<F>);
+
+impl<F: TokenField> MerchantToken<F> {
+    pub fn parse(text: &str) -> Result<Self, FieldError> {
+        if is_token(text) {
+            Ok(Self(text.to_owned(), PhantomData))
+        } else {
+            Err(FieldError::new(
+                F::CODE,
+                format!("{} must be 1-64 characters of A-Z a-z 0-9 _ . : -", F::NAME),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The merchant's id for its customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Customer {}
+impl TokenField for Customer {
+    const CODE: &'static str = "invalid_customer_id";
+    const NAME: &'static str = "customer_id";
+}
+
+/// The merchant's own reference (order number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderReference {}
+impl TokenField for OrderReference {
+    const CODE: &'static str = "invalid_reference";
+    const NAME: &'static str = "reference";
+}
+
+pub type CustomerId = MerchantToken<Customer>;
+pub type Reference = MerchantToken<OrderReference>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape() {
+        assert!(CustomerId::parse("cus_1.a:b-C").is_ok());
+        assert!(Reference::parse("order-42:v1").is_ok());
+        for bad in ["", "has space", "ü", &"x".repeat(65), "a/b", "a*"] {
+            assert_eq!(
+                CustomerId::parse(bad).unwrap_err().code,
+                "invalid_customer_id",
+                "{bad}"
+            );
+            assert_eq!(
+                Reference::parse(bad).unwrap_err().code,
+                "invalid_reference",
+                "{bad}"
+            );
+        }
+    }
+}
