@@ -193,7 +193,7 @@ where
     {
         crate::config::exit_with(&error);
     }
-    crate::telemetry::init(name, runtime.log_format);
+    let _telemetry = crate::telemetry::init(name, runtime.log_format);
     let shutdown = Shutdown::on_signals_with_delay(runtime.shutdown_delay_ms.0);
     let (addr, serve) = match build(config, runtime, shutdown).await {
         Ok(started) => started,

@@ -4,6 +4,12 @@
 //! go to journald with structured fields; otherwise JSON lines when
 //! `LOG_FORMAT=json` or stdout is not a terminal (process-compose, CI), and
 //! human-readable lines on a terminal. `RUST_LOG` filters (default `info`).
+//!
+//! JSON lines are written by a background thread through a buffer that is
+//! flushed whenever the queue runs empty: a request thread formats its line
+//! and moves on instead of making a write syscall per line (under load many
+//! lines leave in one write). The queue is not lossy — a full queue makes
+//! loggers wait — and [`TelemetryGuard`] flushes what is left at exit.
 
 use std::io::IsTerminal;
 
@@ -54,35 +60,67 @@ fn journal_is_stderr() -> bool {
     }
 }
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init(service: &'static str, format: Option<LogFormat>) {
+/// Keeps the log writer thread alive; dropping it flushes pending lines.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct TelemetryGuard {
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Installs the global subscriber. Call once, first thing in `main`, and
+/// hold the guard until the process ends.
+pub fn init(service: &'static str, format: Option<LogFormat>) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     match format.unwrap_or_else(LogFormat::detect) {
         LogFormat::Journald => match tracing_journald::layer() {
-            Ok(layer) => registry
-                .with(layer.with_syslog_identifier(service.to_owned()))
-                .init(),
+            Ok(layer) => {
+                registry
+                    .with(layer.with_syslog_identifier(service.to_owned()))
+                    .init();
+                TelemetryGuard { _writer: None }
+            }
             Err(error) => {
-                registry.with(json_layer()).init();
+                let (layer, guard) = json_layer();
+                registry.with(layer).init();
                 tracing::warn!(%error, "journald unavailable, logging JSON to stdout");
+                TelemetryGuard {
+                    _writer: Some(guard),
+                }
             }
         },
-        LogFormat::Json => registry.with(json_layer()).init(),
-        LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
-            .init(),
+        LogFormat::Json => {
+            let (layer, guard) = json_layer();
+            registry.with(layer).init();
+            TelemetryGuard {
+                _writer: Some(guard),
+            }
+        }
+        LogFormat::Pretty => {
+            registry
+                .with(tracing_subscriber::fmt::layer().with_target(false))
+                .init();
+            TelemetryGuard { _writer: None }
+        }
     }
 }
 
-fn json_layer<S>() -> impl tracing_subscriber::Layer<S>
+fn json_layer<S>() -> (
+    impl tracing_subscriber::Layer<S>,
+    tracing_appender::non_blocking::WorkerGuard,
+)
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    tracing_subscriber::fmt::layer()
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let layer = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
+        .with_writer(writer);
+    (layer, guard)
 }
