@@ -90,9 +90,17 @@ impl Users {
                     username.as_str()
                 ));
             }
-            if row.merchant_id.trim().is_empty() || row.merchant_id.trim() != row.merchant_id {
+            // Merchant ids become part of core-api's Redis key names
+            // (`merchant:{id}:…`): no `:` or anything else that could make
+            // one merchant's key another's.
+            let merchant_ok = (1..=64).contains(&row.merchant_id.len())
+                && row
+                    .merchant_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !merchant_ok {
                 return Err(format!(
-                    "{entry}.merchant_id: must be non-empty without surrounding spaces"
+                    "{entry}.merchant_id: must be 1-64 characters of A-Z a-z 0-9 _ . -"
                 ));
             }
             let hash_params = argon2id_params(&row.password_hash)
@@ -255,6 +263,14 @@ mod tests {
             (
                 "[[users]]\nusername = \"Eve\"\nmerchant_id = \"m\"\npassword_hash = \"x\"\n",
                 "normalised",
+            ),
+            (
+                "[[users]]\nusername = \"eve\"\nmerchant_id = \"acme:status\"\npassword_hash = \"x\"\n",
+                "merchant_id: must be 1-64 characters",
+            ),
+            (
+                "[[users]]\nusername = \"eve\"\nmerchant_id = \" m\"\npassword_hash = \"x\"\n",
+                "merchant_id: must be 1-64 characters",
             ),
         ];
         for (text, expected) in cases {
