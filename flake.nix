@@ -150,6 +150,9 @@
               pkgs.httpie
               pkgs.jq
               pkgs.watchexec
+              # `cargo run --release -p bench` drives HTTP load with wrk
+              # (redis-benchmark comes with redis).
+              pkgs.wrk
             ];
             shellHook = ''
               export PATH="$PWD/target/debug:$PATH"
