@@ -386,8 +386,9 @@ async fn end_to_end(
 async fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let root = e2e::repo_root();
-    prerequisites(&root)?;
     let work = tempfile::tempdir()?;
+    reference::copy_self(work.path())?;
+    prerequisites(&root)?;
     let script = work.path().join("load.lua");
     std::fs::write(&script, wrk::SCRIPT)?;
     let (revision, dirty) = git_revision(&root);

@@ -29,6 +29,17 @@ pub fn serve_hello(addr: &str) -> anyhow::Result<()> {
     })
 }
 
+const SELF_COPY: &str = "bench-hello";
+
+/// Copies this binary into `dir`, for the hello-world processes: done
+/// before anything can rebuild the workspace (the bench's own build step,
+/// or an edit while it runs), which would relink the running executable.
+pub fn copy_self(dir: &Path) -> anyhow::Result<()> {
+    std::fs::copy(std::env::current_exe()?, dir.join(SELF_COPY))
+        .context("copy the bench binary")?;
+    Ok(())
+}
+
 /// Hello-world processes and a Caddy in front of them.
 pub struct References {
     /// `http://127.0.0.1:<port>` of each hello-world.
@@ -43,10 +54,8 @@ impl References {
     /// started exactly as process-compose.yaml starts the gateway, with
     /// `CORE_API_UPSTREAMS` pointing at the hello-worlds.
     pub async fn start(root: &Path, dir: &Path) -> anyhow::Result<References> {
-        // A copy of this binary, so that a rebuild of the workspace while the
-        // bench runs cannot take the hello-world away.
-        let exe = dir.join("bench-hello");
-        std::fs::copy(std::env::current_exe()?, &exe).context("copy the bench binary")?;
+        let exe = dir.join(SELF_COPY);
+        anyhow::ensure!(exe.is_file(), "call reference::copy_self first");
         let mut children = Vec::new();
         let mut hellos = Vec::new();
         for _ in 0..2 {
