@@ -113,6 +113,9 @@ where
 {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        // The queue's slots are allocated up front: the default 128k lines
+        // cost ~4 MB per process; 4k lines is plenty between two flushes.
+        .buffered_lines_limit(4096)
         .thread_name("log-writer")
         .finish(std::io::BufWriter::new(std::io::stdout()));
     let layer = tracing_subscriber::fmt::layer()
