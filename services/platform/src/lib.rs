@@ -8,6 +8,7 @@
 //! ([`auth`]) and what travels on the queue ([`queue`], [`transaction`]).
 
 pub mod auth;
+pub mod card;
 pub mod config;
 pub mod health;
 pub mod http;

@@ -47,7 +47,7 @@ impl CardNumber {
         if !(12..=19).contains(&text.len()) {
             return Err(invalid("must have 12 to 19 digits"));
         }
-        if !luhn_valid(text) {
+        if !platform::card::luhn_valid(text) {
             return Err(invalid("is not valid (check digit mismatch)"));
         }
         Ok(Self(text.to_owned()))
@@ -74,24 +74,6 @@ impl CardNumber {
     pub fn expose(&self) -> &str {
         &self.0
     }
-}
-
-fn luhn_valid(digits: &str) -> bool {
-    let sum: u32 = digits
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 1 {
-                let doubled = d * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
 }
 
 impl std::fmt::Debug for CardNumber {

@@ -97,7 +97,7 @@ fn mask_card_numbers(path: &str) -> String {
                 i += 1;
             }
             let run = &path[start..i];
-            if (13..=19).contains(&run.len()) && luhn(run) {
+            if (13..=19).contains(&run.len()) && crate::card::luhn_valid(run) {
                 out.push_str("[card]");
             } else {
                 out.push_str(run);
@@ -109,24 +109,6 @@ fn mask_card_numbers(path: &str) -> String {
         }
     }
     out
-}
-
-fn luhn(digits: &str) -> bool {
-    let sum: u32 = digits
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 1 {
-                let doubled = d * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
 }
 
 #[cfg(test)]
