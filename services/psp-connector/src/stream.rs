@@ -81,12 +81,7 @@ pub async fn read_new<C: ConnectionLike + Send>(
         .arg(">")
         .query_async(conn)
         .await?;
-    Ok(reply
-        .into_iter()
-        .flat_map(|reply| reply.keys)
-        .flat_map(|key| key.ids)
-        .map(Entry::from)
-        .collect())
+    Ok(entries(reply))
 }
 
 /// Up to `count` entries already delivered to `consumer` and not yet
@@ -110,12 +105,7 @@ pub async fn read_own_pending<C: ConnectionLike + Send>(
         .arg(after)
         .query_async(conn)
         .await?;
-    Ok(reply
-        .into_iter()
-        .flat_map(|reply| reply.keys)
-        .flat_map(|key| key.ids)
-        .map(Entry::from)
-        .collect())
+    Ok(entries(reply))
 }
 
 /// Takes over up to `count` entries pending longer than `min_idle_ms` with
@@ -332,4 +322,14 @@ pub async fn prune_departed_consumers<C: ConnectionLike + Send>(
         }
     }
     Ok(removed)
+}
+
+/// The entries of an XREADGROUP reply (none when it timed out).
+fn entries(reply: Option<StreamReadReply>) -> Vec<Entry> {
+    reply
+        .into_iter()
+        .flat_map(|reply| reply.keys)
+        .flat_map(|key| key.ids)
+        .map(Entry::from)
+        .collect()
 }
