@@ -205,7 +205,10 @@ async fn psp_down_fails_after_max_attempts_then_recovers() {
 async fn kill_9_with_in_flight_messages_loses_nothing_and_charges_once() {
     let redis = RedisServer::start();
     let mut conn = redis.connection();
-    let sandbox = Sandbox::start(0, 300, 0.0).await;
+    // Latency 1 s (decision at 500 ms): the first batches of both
+    // connectors are sent together, so when the first decision shows up
+    // the victim's first batch is decided and not yet answered for ~500 ms.
+    let sandbox = Sandbox::start(0, 1000, 0.0).await;
     let settings = |name: &str| {
         vec![
             ("CONNECTOR_CONSUMER_NAME", name.to_owned()),
@@ -238,9 +241,9 @@ async fn kill_9_with_in_flight_messages_loses_nothing_and_charges_once() {
     let held = pending_for(&mut conn, "victim");
     assert!(held > 0);
 
-    // 300 × 300 ms over 32 slots is ~3 s for the survivor alone, plus the
-    // 1 s claim idle time; 20 s is slack for a loaded machine.
-    let records = wait_final(&mut conn, &ids, Duration::from_secs(20)).await;
+    // 300 × 1 s over 32 slots is ~10 s for the survivor alone, plus the
+    // 1 s claim idle time; 40 s is slack for a loaded machine.
+    let records = wait_final(&mut conn, &ids, Duration::from_secs(40)).await;
     assert!(
         records.values().all(|r| r.status == "succeeded"),
         "{records:?}"
