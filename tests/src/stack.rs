@@ -111,6 +111,23 @@ impl Stack {
             "`apt-get install redis-server`, or `nix develop`",
         );
         platform::testing::require_program("caddy", "`apt-get install caddy`, or `nix develop`");
+        // A free port can be taken by a parallel test between choosing it
+        // and the process binding it; such a boot is retried on new ports.
+        let mut attempt = 1;
+        loop {
+            match Self::try_boot(options.clone()).await {
+                Ok(stack) => return stack,
+                Err(collision) if attempt < 3 => {
+                    eprintln!("stack boot attempt {attempt}: {collision}; retrying on other ports");
+                    attempt += 1;
+                }
+                Err(collision) => panic!("stack boot failed {attempt} times: {collision}"),
+            }
+        }
+    }
+
+    /// One boot; `Err` only when a port was taken under us.
+    async fn try_boot(options: StackOptions) -> Result<Stack, String> {
         let root = crate::repo_root();
         let dir = tempfile::tempdir().expect("stack temp dir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
@@ -153,12 +170,12 @@ impl Stack {
             boot_time: Duration::ZERO,
         };
         let started = Instant::now();
-        stack.start_all().await;
+        stack.start_all().await?;
         stack.boot_time = started.elapsed();
-        stack
+        Ok(stack)
     }
 
-    async fn start_all(&self) {
+    async fn start_all(&self) -> Result<(), String> {
         let deadline = Instant::now() + BOOT_TIMEOUT;
         let mut started: BTreeMap<String, bool> = BTreeMap::new(); // name → healthy
         while started.len() < self.processes.len() || started.values().any(|healthy| !healthy) {
@@ -187,13 +204,29 @@ impl Stack {
             }
             for process in &self.processes {
                 if started.get(&process.name) == Some(&false) {
-                    self.assert_running(&process.name);
+                    if let Some(log) = self.exited(&process.name) {
+                        if log.contains("address already in use") {
+                            return Err(format!("{} could not bind its port", process.name));
+                        }
+                        panic!("{} exited during start-up:\n{log}", process.name);
+                    }
                     if self.probe(process).await {
                         started.insert(process.name.clone(), true);
                     }
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// The log of `name` if it has exited.
+    fn exited(&self, name: &str) -> Option<String> {
+        let mut children = self.children.lock().unwrap();
+        let child = children.get_mut(name)?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(format!("exit {status}:\n{}", self.log(name))),
+            _ => None,
         }
     }
 

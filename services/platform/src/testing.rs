@@ -11,8 +11,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, chosen at random below the
+/// kernel's ephemeral range (32768 and up on Linux): port 0 would hand out
+/// ports that outgoing connections also use, and tests in parallel
+/// processes would be handed each other's just-released ports.
 pub fn free_port() -> u16 {
+    const RANGE: std::ops::Range<u16> = 20_000..32_000;
+    for _ in 0..1000 {
+        let random = uuid::Uuid::new_v4().as_u128();
+        let port = RANGE.start + (random % u128::from(RANGE.end - RANGE.start)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind port 0")
