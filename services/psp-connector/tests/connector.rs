@@ -205,14 +205,14 @@ async fn psp_down_fails_after_max_attempts_then_recovers() {
 async fn kill_9_with_in_flight_messages_loses_nothing_and_charges_once() {
     let redis = RedisServer::start();
     let mut conn = redis.connection();
-    // Latency 1 s (decision at 500 ms): the first batches of both
-    // connectors are sent together, so when the first decision shows up
-    // the victim's first batch is decided and not yet answered for ~500 ms.
-    let sandbox = Sandbox::start(0, 1000, 0.0).await;
+    // Latency 2 s: the sandbox decides after 1 s and answers after 2 s.
+    let sandbox = Sandbox::start(0, 2000, 0.0).await;
     let settings = |name: &str| {
         vec![
             ("CONNECTOR_CONSUMER_NAME", name.to_owned()),
-            ("CONNECTOR_CLAIM_IDLE_MS", "1000".to_owned()),
+            // Above the 2 s charges: only the dead consumer's entries go idle.
+            ("CONNECTOR_CLAIM_IDLE_MS", "3000".to_owned()),
+            ("PSP_TIMEOUT_MS", "5000".to_owned()),
             ("CONNECTOR_CONCURRENCY", "32".to_owned()),
         ]
     };
@@ -225,24 +225,25 @@ async fn kill_9_with_in_flight_messages_loses_nothing_and_charges_once() {
     // Kill while the victim holds messages whose charges the sandbox has
     // already decided but not yet answered (it decides half-way through its
     // latency): the survivor must get the stored answer, not a new charge.
+    // The victim sends a charge as soon as it holds an entry, and it stays
+    // saturated (300 charges of 2 s over 64 slots), so 1.2 s after it first
+    // holds entries its earliest charges are decided and not yet answered
+    // — with 800 ms to spare for a loaded machine.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let decided = stat(&sandbox.stats().await, "total_charges");
-        if decided > 0 && pending_for(&mut conn, "victim") > 0 {
-            break;
-        }
+    while pending_for(&mut conn, "victim") == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "victim never had charges in flight"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     victim.child.signal("KILL");
     let held = pending_for(&mut conn, "victim");
     assert!(held > 0);
 
-    // 300 × 1 s over 32 slots is ~10 s for the survivor alone, plus the
-    // 1 s claim idle time; 40 s is slack for a loaded machine.
+    // 300 × 2 s over 64 slots is ~10 s, plus the 3 s claim idle time;
+    // 40 s is slack for a loaded machine.
     let records = wait_final(&mut conn, &ids, Duration::from_secs(40)).await;
     assert!(
         records.values().all(|r| r.status == "succeeded"),
