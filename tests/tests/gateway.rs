@@ -211,12 +211,20 @@ async fn both_core_api_replicas_serve_requests() {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    for replica in ["core-api-0", "core-api-1"] {
-        let served = stack
+    // Access lines are written by a background writer: allow it a moment.
+    let served = |replica: &str| {
+        stack
             .log(replica)
             .lines()
             .filter(|l| l.contains("\"path\":\"/transactions\""))
-            .count();
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (served("core-api-0") < 5 || served("core-api-1") < 5) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for replica in ["core-api-0", "core-api-1"] {
+        let served = served(replica);
         assert!(
             served >= 5,
             "{replica} served {served} of 20 list requests: round robin expected"
