@@ -9,7 +9,7 @@
 //            panel says process-compose is not reachable.
 //   expiry   with a 1-second token: Create payment after expiry shows the
 //            token-expired prompt, whose button gets a new token.
-//   processes  the process panel against a stand-in for process-compose's
+//   processes  the process panel against the stack's real process-compose
 //            API: every process listed, a Restart button restarts one.
 //
 // DASHBOARD_SCREENSHOT=<file.png> saves a screenshot at the end of `payment`.
@@ -148,7 +148,7 @@ try {
       step(`screenshot: ${process.env.DASHBOARD_SCREENSHOT}`);
     }
   } else if (scenario === "processes") {
-    // Against a stand-in for process-compose's API (see dashboard.rs).
+    // Against the stack's own process-compose, through the gateway.
     await page.waitForSelector('#pc-status[data-state="ok"]');
     const summary = await page.textContent("#pc-status");
     check(/^\d+ processes, \d+ ready\.$/.test(summary), `process summary: ${summary}`);

@@ -242,14 +242,14 @@ pub fn assert_no_secrets_in_logs(stack: &Stack, secrets: &[&str]) {
         format!("\"password\":\"{DEV_PASSWORD}\""),
         format!("\\\"password\\\":\\\"{DEV_PASSWORD}\\\""),
     ];
-    for process in stack.processes() {
-        let log = stack.log(&process.name);
+    for name in stack.process_names() {
+        let log = stack.log(name);
         for (n, line) in log.lines().enumerate() {
             for card in TEST_CARDS {
                 assert!(
                     !line.contains(card),
                     "{} log line {} holds card {card}: {line}",
-                    process.name,
+                    name,
                     n + 1
                 );
             }
@@ -257,7 +257,7 @@ pub fn assert_no_secrets_in_logs(stack: &Stack, secrets: &[&str]) {
                 assert!(
                     !line.contains(secret),
                     "{} log line {} holds a secret the test sent: {line}",
-                    process.name,
+                    name,
                     n + 1
                 );
             }
@@ -265,7 +265,7 @@ pub fn assert_no_secrets_in_logs(stack: &Stack, secrets: &[&str]) {
                 assert!(
                     !line.contains(value.as_str()),
                     "{} log line {} holds the dev password: {line}",
-                    process.name,
+                    name,
                     n + 1
                 );
             }
@@ -274,12 +274,14 @@ pub fn assert_no_secrets_in_logs(stack: &Stack, secrets: &[&str]) {
 }
 
 /// The dev `JWT_SECRET` process-compose.yaml gives the services.
-pub fn dev_jwt_secret(stack: &Stack) -> String {
-    stack
-        .processes()
+pub fn dev_jwt_secret(_stack: &Stack) -> String {
+    let file = crate::compose::ComposeFile::load(
+        &crate::repo_root().join("process-compose.yaml"),
+        &|_| None,
+    );
+    file.environment
         .iter()
-        .flat_map(|p| p.environment.iter())
-        .find(|(name, _)| name == "JWT_SECRET")
-        .map(|(_, value)| value.clone())
+        .find_map(|entry| entry.strip_prefix("JWT_SECRET="))
+        .map(str::to_owned)
         .expect("process-compose.yaml sets JWT_SECRET")
 }

@@ -24,6 +24,8 @@ pub struct ComposeFile {
     #[serde(default)]
     pub log_level: Option<String>,
     #[serde(default)]
+    pub ordered_shutdown: bool,
+    #[serde(default)]
     pub environment: Vec<String>,
     pub processes: BTreeMap<String, ProcessSpec>,
 }
@@ -169,8 +171,11 @@ pub fn expand_load_time(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
             }
             Some('{') => {
                 chars.next();
-                let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                out.push_str(&lookup(&name).unwrap_or_default());
+                let inner: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                // `${NAME:-default}`: the default when NAME is unset or empty.
+                let (name, default) = inner.split_once(":-").unwrap_or((&inner, ""));
+                let value = lookup(name).filter(|v| !v.is_empty());
+                out.push_str(&value.unwrap_or_else(|| default.to_owned()));
             }
             Some(c) if c.is_ascii_alphabetic() || *c == '_' => {
                 let mut name = String::new();
@@ -357,8 +362,8 @@ mod tests {
     fn load_time_expansion() {
         let lookup = |name: &str| (name == "HOME").then(|| "/h".to_owned());
         assert_eq!(
-            expand_load_time("a $HOME ${HOME} $$HOME $${X:-1} $UNSET.", &lookup),
-            "a /h /h $HOME ${X:-1} ."
+            expand_load_time("a $HOME ${HOME} $$HOME $${X:-1} $UNSET ${UNSET:-7} ${HOME:-7}.", &lookup),
+            "a /h /h $HOME ${X:-1}  7 /h."
         );
     }
 }

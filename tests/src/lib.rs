@@ -1,13 +1,14 @@
-//! End-to-end harness: boots the platform exactly as `process-compose.yaml`
-//! describes it — its commands, environment, dependency order and readiness
-//! probes — on free ports, so the suite runs beside a dev stack and beside
-//! itself. process-compose itself cannot be installed on our CI machines;
-//! [`compose`] reads the file with the documented semantics we rely on and
-//! refuses anything else, and [`stack`] plays the supervisor.
+//! End-to-end harness: boots the platform with the real process-compose
+//! (the version the pinned nixpkgs packages) on the repository's own
+//! `process-compose.yaml`, on free ports, so the suite runs beside a dev
+//! stack and beside itself. [`stack`] boots and drives it, [`supervisor`]
+//! talks to process-compose's REST API, [`compose`] reads the file for the
+//! static checks, and [`client`] is the merchant side.
 
 pub mod client;
 pub mod compose;
 pub mod stack;
+pub mod supervisor;
 
 use std::path::PathBuf;
 

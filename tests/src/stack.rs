@@ -1,28 +1,27 @@
-//! The whole platform, booted from `process-compose.yaml` on free ports.
+//! The whole platform under the real process-compose, on free ports.
 //!
-//! Every port the file names is one of [`DEFAULT_PORTS`] and is replaced by
-//! a free one (in commands, environment values and probes); a port the
-//! harness does not know fails the boot. Processes start in `depends_on`
-//! order once their dependencies are started or healthy, readiness comes
-//! from the file's own probes, output goes to one log file per process, and
-//! dropping the [`Stack`] stops everything (SIGTERM, then SIGKILL after the
-//! file's shutdown timeout).
+//! [`Stack::boot`] runs `process-compose up` on the repository's own
+//! `process-compose.yaml`, exactly as a developer does, with three things
+//! changed through process-compose's own mechanisms: every port variable
+//! the file reads (`${NAME:-default}`) set to a free port in its
+//! environment, a second `-f` file in a temporary directory that adds the
+//! test's environment overrides and a log file, and `PLATFORM_DATA_DIR`
+//! pointing into that directory. Readiness, pids, exit codes and restarts
+//! come from process-compose's REST API; dropping the [`Stack`] runs
+//! `process-compose down`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::compose::{ComposeFile, Condition, Process};
-
-/// Every port process-compose.yaml may use, at its default value.
-pub const DEFAULT_PORTS: &[u16] = &[6390, 7101, 7200, 7201, 7300, 7301, 7401, 8000];
+use crate::supervisor::{self, Api, ProcessState};
 
 /// How long the whole stack may take to become ready.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Per-test adjustments on top of the file.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +29,9 @@ pub struct StackOptions {
     /// Extra environment for processes whose file name (`core-api`, not
     /// `core-api-0`) matches: `(process, variable, value)`.
     pub env: Vec<(String, String, String)>,
+    /// Run process-compose with its terminal UI inside a tmux session
+    /// (named in [`Stack::tmux_session`]) instead of headless.
+    pub tui: bool,
 }
 
 impl StackOptions {
@@ -38,66 +40,78 @@ impl StackOptions {
             .push((process.into(), variable.into(), value.into()));
         self
     }
+
+    pub fn tui(mut self) -> Self {
+        self.tui = true;
+        self
+    }
+}
+
+/// A port variable of process-compose.yaml: `NAME` with its default. A
+/// `*_PORT_PREFIX` variable is the first digits of replica ports: replica
+/// N listens on `<prefix>N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortVariable {
+    pub name: String,
+    pub default: u16,
+}
+
+impl PortVariable {
+    pub fn is_prefix(&self) -> bool {
+        self.name.ends_with("_PORT_PREFIX")
+    }
+}
+
+/// Every `${NAME:-default}` of the file whose name ends in `_PORT`,
+/// `_PORT_NUM` or `_PORT_PREFIX`: the file is the one place the default
+/// ports are written.
+pub fn port_variables(file: &Path) -> Vec<PortVariable> {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut found: Vec<PortVariable> = Vec::new();
+    for rest in text.split("${").skip(1) {
+        let Some((name, rest)) = rest.split_once(":-") else {
+            continue;
+        };
+        let Some((default, _)) = rest.split_once('}') else {
+            continue;
+        };
+        let is_port =
+            name.ends_with("_PORT") || name.ends_with("_PORT_NUM") || name.ends_with("_PORT_PREFIX");
+        if !is_port || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+            continue;
+        }
+        let default: u16 = default
+            .parse()
+            .unwrap_or_else(|_| panic!("${{{name}:-{default}}}: the default is not a port"));
+        let variable = PortVariable {
+            name: name.to_owned(),
+            default,
+        };
+        match found.iter().find(|v| v.name == variable.name) {
+            Some(seen) => assert_eq!(
+                seen.default, variable.default,
+                "{name} has two defaults in {}",
+                file.display()
+            ),
+            None => found.push(variable),
+        }
+    }
+    found
 }
 
 pub struct Stack {
-    root: PathBuf,
     dir: tempfile::TempDir,
-    ports: BTreeMap<u16, u16>,
-    processes: Vec<Process>,
-    options: StackOptions,
-    children: Mutex<BTreeMap<String, Child>>,
-    /// From the first spawn to every readiness probe passing.
+    /// Port variable → the value this stack runs with.
+    ports: BTreeMap<String, u16>,
+    variables: Vec<PortVariable>,
+    api: Api,
+    supervisor: Mutex<Option<Child>>,
+    tmux_session: Option<String>,
+    /// Each process' pid when the test last signalled it.
+    signalled: Mutex<BTreeMap<String, u32>>,
+    names: Vec<String>,
+    /// From `process-compose up` to every process Ready.
     pub boot_time: Duration,
-}
-
-/// Replaces every standalone number in `text` that is a default port by its
-/// remapped value. A number that looks like a port by its context
-/// (`host:NNNN`, `--port NNNN`) but is not a known default fails the boot,
-/// so the suite never runs on a fixed port. Probe ports go through
-/// [`remap_probe_port`].
-pub fn remap_ports(text: &str, ports: &BTreeMap<u16, u16>, context: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i].is_ascii_digit() && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) {
-            let start = i;
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                i += 1;
-            }
-            let run = &text[start..i];
-            let standalone = i == bytes.len() || !bytes[i].is_ascii_alphanumeric();
-            let port_like = text[..start].ends_with(':') || text[..start].ends_with("--port ");
-            match run.parse::<u16>().ok().filter(|_| standalone) {
-                Some(port) if ports.contains_key(&port) => out.push_str(&ports[&port].to_string()),
-                Some(port) if port_like && port >= 1024 => {
-                    panic!(
-                        "{context}: port {port} is not one of the harness' DEFAULT_PORTS; add it there"
-                    )
-                }
-                _ => out.push_str(run),
-            }
-        } else {
-            let c = text[i..].chars().next().expect("in bounds");
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    out
-}
-
-/// A probe's `port` field: must be a known default port.
-pub fn remap_probe_port(port: &str, ports: &BTreeMap<u16, u16>, context: &str) -> String {
-    let value: u16 = port
-        .parse()
-        .unwrap_or_else(|_| panic!("{context}: probe port {port:?} is not a number"));
-    match ports.get(&value) {
-        Some(mapped) => mapped.to_string(),
-        None => panic!(
-            "{context}: probe port {value} is not one of the harness' DEFAULT_PORTS; add it there"
-        ),
-    }
 }
 
 impl Stack {
@@ -110,12 +124,19 @@ impl Stack {
             "redis-server",
             "`apt-get install redis-server`, or `nix develop`",
         );
-        platform::testing::require_program("caddy", "`apt-get install caddy`, or `nix develop`");
+        supervisor::caddy();
+        let process_compose = supervisor::process_compose();
+        if options.tui {
+            platform::testing::require_program("tmux", "`apt-get install tmux`");
+        }
         // A free port can be taken by a parallel test between choosing it
         // and the process binding it; such a boot is retried on new ports.
         let mut attempt = 1;
         loop {
-            match Self::try_boot(options.clone()).await {
+            let options = options.clone();
+            let process_compose = process_compose.clone();
+            let boot = tokio::task::spawn_blocking(move || Self::try_boot(&process_compose, options));
+            match boot.await.expect("boot thread") {
                 Ok(stack) => return stack,
                 Err(collision) if attempt < 3 => {
                     eprintln!("stack boot attempt {attempt}: {collision}; retrying on other ports");
@@ -127,202 +148,187 @@ impl Stack {
     }
 
     /// One boot; `Err` only when a port was taken under us.
-    async fn try_boot(options: StackOptions) -> Result<Stack, String> {
+    fn try_boot(process_compose: &Path, options: StackOptions) -> Result<Stack, String> {
         let root = crate::repo_root();
+        let file = root.join("process-compose.yaml");
         let dir = tempfile::tempdir().expect("stack temp dir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
-        let ports: BTreeMap<u16, u16> = DEFAULT_PORTS
+        let variables = port_variables(&file);
+        let ports: BTreeMap<String, u16> = variables
             .iter()
-            .map(|&p| (p, platform::testing::free_port()))
-            .collect();
-
-        let file = ComposeFile::load(&root.join("process-compose.yaml"), &|name| {
-            std::env::var(name).ok()
-        });
-        let processes: Vec<Process> = file
-            .processes()
-            .into_iter()
-            .map(|mut process| {
-                let context = format!("process {}", process.name);
-                process.command = remap_ports(&process.command, &ports, &context);
-                for (_, value) in &mut process.environment {
-                    *value = remap_ports(value, &ports, &context);
-                }
-                if let Some(probe) = &mut process.readiness {
-                    if let Some(exec) = &mut probe.exec {
-                        exec.command = remap_ports(&exec.command, &ports, &context);
-                    }
-                    if let Some(http) = &mut probe.http_get {
-                        http.port = remap_probe_port(&http.port, &ports, &context);
-                    }
-                }
-                process
+            .map(|v| {
+                let port = if v.is_prefix() {
+                    free_prefix()
+                } else {
+                    platform::testing::free_port()
+                };
+                (v.name.clone(), port)
             })
             .collect();
+        let api = Api {
+            port: ports["PC_PORT_NUM"],
+        };
+
+        let override_file = dir.path().join("test.override.yaml");
+        std::fs::write(&override_file, override_yaml(dir.path(), &options))
+            .expect("write override");
+        // Both files named, so process-compose does not also pick up
+        // process-compose.override.yaml (the dev-loop watcher).
+        let files = [file.clone(), override_file];
+
+        let mut environment: Vec<(String, String)> = vec![
+            (
+                "PATH".into(),
+                format!(
+                    "{}:{}",
+                    crate::binary_dir().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            ),
+            ("HOME".into(), dir.path().display().to_string()),
+            (
+                "PLATFORM_DATA_DIR".into(),
+                dir.path().join("data").display().to_string(),
+            ),
+            (
+                "PC_LOG_FILE".into(),
+                dir.path().join("logs/process-compose.log").display().to_string(),
+            ),
+        ];
+        environment.extend(ports.iter().map(|(k, v)| (k.clone(), v.to_string())));
+        for passed in ["CARGO_TARGET_DIR", "TERM"] {
+            if let Ok(value) = std::env::var(passed) {
+                environment.push((passed.into(), value));
+            }
+        }
+
+        let started = Instant::now();
+        let mut args: Vec<String> = vec!["up".into()];
+        for file in &files {
+            args.push("-f".into());
+            args.push(file.display().to_string());
+        }
+        let (supervisor, tmux_session) = if options.tui {
+            let session = format!("stack-{}", api.port);
+            let mut command = format!("cd {} && exec env -i", shell_quote(&root.display().to_string()));
+            for (k, v) in &environment {
+                command.push_str(&format!(" {k}={}", shell_quote(v)));
+            }
+            command.push_str(&format!(" {}", shell_quote(&process_compose.display().to_string())));
+            for arg in &args {
+                command.push_str(&format!(" {}", shell_quote(arg)));
+            }
+            let status = Command::new("tmux")
+                .args(["new-session", "-d", "-x", "220", "-y", "50", "-s", &session])
+                .arg(command)
+                .status()
+                .expect("tmux");
+            assert!(status.success(), "tmux new-session failed");
+            (None, Some(session))
+        } else {
+            let output = File::create(dir.path().join("logs/process-compose.out")).expect("out");
+            let child = Command::new(process_compose)
+                .args(&args)
+                .arg("--tui=false")
+                .current_dir(&root)
+                .env_clear()
+                .envs(environment.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(output.try_clone().expect("clone"))
+                .stderr(output)
+                // Its own process group: a signal a test sends to a
+                // service never reaches the test or the supervisor.
+                .process_group(0)
+                .spawn()
+                .expect("spawn process-compose");
+            (Some(child), None)
+        };
 
         let mut stack = Stack {
-            root,
             dir,
             ports,
-            processes,
-            options,
-            children: Mutex::new(BTreeMap::new()),
+            variables,
+            api,
+            supervisor: Mutex::new(supervisor),
+            tmux_session,
+            signalled: Mutex::new(BTreeMap::new()),
+            names: Vec::new(),
             boot_time: Duration::ZERO,
         };
-        let started = Instant::now();
-        stack.start_all().await?;
+        let states = stack.wait_all_up()?;
         stack.boot_time = started.elapsed();
+        stack.names = states.into_iter().map(|s| s.name).collect();
+        stack.names.sort();
         Ok(stack)
     }
 
-    async fn start_all(&self) -> Result<(), String> {
+    /// Polls the API until every process is up; `Err` on a port collision.
+    fn wait_all_up(&self) -> Result<Vec<ProcessState>, String> {
         let deadline = Instant::now() + BOOT_TIMEOUT;
-        let mut started: BTreeMap<String, bool> = BTreeMap::new(); // name → healthy
-        while started.len() < self.processes.len() || started.values().any(|healthy| !healthy) {
-            assert!(
-                Instant::now() < deadline,
-                "stack not ready within {BOOT_TIMEOUT:?}: {started:?}\n{}",
-                self.all_logs()
-            );
-            for process in &self.processes {
-                if started.contains_key(&process.name) {
-                    continue;
+        loop {
+            if let Some(status) = self.supervisor_exit() {
+                let out = self.supervisor_output();
+                if out.contains("address already in use") {
+                    return Err(format!("process-compose could not bind its API port: {out}"));
                 }
-                let ready_to_start =
-                    process
-                        .depends_on
-                        .iter()
-                        .all(|(dependency, condition)| match condition {
-                            Condition::ProcessStarted => started.contains_key(dependency),
-                            Condition::ProcessHealthy => started.get(dependency) == Some(&true),
-                            Condition::ProcessCompletedSuccessfully => false,
-                        });
-                if ready_to_start {
-                    self.spawn(process);
-                    started.insert(process.name.clone(), process.readiness.is_none());
-                }
+                panic!("process-compose exited with {status} during start-up:\n{out}\n{}", self.all_logs());
             }
-            for process in &self.processes {
-                if started.get(&process.name) == Some(&false) {
-                    if let Some(log) = self.exited(&process.name) {
-                        if log.contains("address already in use") {
-                            return Err(format!("{} could not bind its port", process.name));
-                        }
-                        panic!("{} exited during start-up:\n{log}", process.name);
+            if let Ok(states) = self.api.processes()
+                && !states.is_empty()
+            {
+                for state in &states {
+                    let log = self.log(&state.name);
+                    if log.contains("address already in use") || log.contains("Address already in use") {
+                        return Err(format!("{} could not bind its port", state.name));
                     }
-                    if self.probe(process).await {
-                        started.insert(process.name.clone(), true);
+                    if state.has_ended() || state.restarts > 0 {
+                        panic!(
+                            "{} {} (exit {}, {} restarts) during start-up:\n{}",
+                            state.name,
+                            state.status,
+                            state.exit_code,
+                            state.restarts,
+                            self.all_logs()
+                        );
                     }
                 }
+                if states.iter().all(ProcessState::is_up) {
+                    return Ok(states);
+                }
+                if Instant::now() > deadline {
+                    panic!("stack not ready within {BOOT_TIMEOUT:?}: {states:#?}\n{}", self.all_logs());
+                }
+            } else if Instant::now() > deadline {
+                panic!("process-compose API not answering within {BOOT_TIMEOUT:?}:\n{}", self.supervisor_output());
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    /// The log of `name` if it has exited.
-    fn exited(&self, name: &str) -> Option<String> {
-        let mut children = self.children.lock().unwrap();
-        let child = children.get_mut(name)?;
-        match child.try_wait() {
-            Ok(Some(status)) => Some(format!("exit {status}:\n{}", self.log(name))),
-            _ => None,
+            std::thread::sleep(Duration::from_millis(25));
         }
     }
 
-    fn process(&self, name: &str) -> &Process {
-        self.processes
-            .iter()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no process {name}"))
+    fn supervisor_exit(&self) -> Option<ExitStatus> {
+        let mut supervisor = self.supervisor.lock().unwrap();
+        supervisor.as_mut()?.try_wait().ok().flatten()
     }
 
-    fn spawn(&self, process: &Process) {
-        let log_path = self.log_path(&process.name);
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("open log");
-        let path = format!(
-            "{}:{}",
-            crate::binary_dir().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut command = Command::new("bash");
-        command
-            .arg("-c")
-            .arg(&process.command)
-            .current_dir(process_dir(&self.root, process))
-            .env_clear()
-            .env("PATH", path)
-            .env("HOME", self.dir.path())
-            .env("PLATFORM_DATA_DIR", self.dir.path().join("data"))
-            .envs(process.environment.iter().map(|(k, v)| (k, v)))
-            .envs(
-                self.options
-                    .env
-                    .iter()
-                    .filter(|(name, _, _)| *name == process.base_name)
-                    .map(|(_, k, v)| (k, v)),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            // Its own process group, as process-compose does, so a signal
-            // reaches the service and not the test.
-            .process_group(0);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", process.name));
-        self.children
-            .lock()
-            .unwrap()
-            .insert(process.name.clone(), child);
+    /// What process-compose itself printed (headless) and logged.
+    pub fn supervisor_output(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join("logs").join(name)).unwrap_or_default();
+        format!("{}{}", read("process-compose.out"), tail(&read("process-compose.log"), 40))
     }
 
-    fn assert_running(&self, name: &str) {
-        let mut children = self.children.lock().unwrap();
-        if let Some(child) = children.get_mut(name)
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            panic!(
-                "{name} exited during start-up with {status}:\n{}",
-                self.log(name)
-            );
-        }
+    /// process-compose's own log (JSON lines: starts, exits, restarts).
+    pub fn supervisor_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/process-compose.log")).unwrap_or_default()
     }
 
-    /// One readiness probe of `process`, as process-compose would run it.
-    pub async fn probe(&self, process: &Process) -> bool {
-        let Some(probe) = &process.readiness else {
-            return true;
-        };
-        let timeout = Duration::from_secs(probe.timeout_seconds.max(1));
-        if let Some(http) = &probe.http_get {
-            let scheme = http.scheme.as_deref().unwrap_or("http");
-            let url = format!("{scheme}://{}:{}{}", http.host, http.port, http.path);
-            let client = reqwest::Client::builder()
-                .timeout(timeout)
-                .build()
-                .expect("client");
-            return matches!(client.get(url).send().await, Ok(r) if r.status() == 200);
-        }
-        let exec = probe.exec.as_ref().expect("exec or http_get");
-        let path = format!(
-            "{}:{}",
-            crate::binary_dir().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let status = tokio::process::Command::new("bash")
-            .arg("-c")
-            .arg(&exec.command)
-            .current_dir(process_dir(&self.root, process))
-            .env("PATH", path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        matches!(tokio::time::timeout(timeout, status).await, Ok(Ok(s)) if s.success())
+    /// The REST API of this stack's process-compose.
+    pub fn api(&self) -> Api {
+        self.api
+    }
+
+    /// The tmux session the TUI runs in ([`StackOptions::tui`]).
+    pub fn tmux_session(&self) -> Option<&str> {
+        self.tmux_session.as_deref()
     }
 
     /// `http://127.0.0.1:<gateway port>`.
@@ -330,90 +336,129 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.port(8000))
     }
 
-    /// The real port standing in for a default port of the file.
+    /// The port this stack uses where the file's default is `default`
+    /// (`8000`, `7101`, replica ports such as `7201`).
     pub fn port(&self, default: u16) -> u16 {
-        self.ports[&default]
+        for variable in &self.variables {
+            let actual = self.ports[&variable.name];
+            if variable.is_prefix() {
+                if default / 10 == variable.default {
+                    return actual * 10 + default % 10;
+                }
+            } else if variable.default == default {
+                return actual;
+            }
+        }
+        panic!("no port variable of process-compose.yaml defaults to {default}")
+    }
+
+    /// The value of one port variable of the file (`PC_PORT_NUM`, …).
+    pub fn port_variable(&self, name: &str) -> u16 {
+        self.ports[name]
     }
 
     pub fn redis_url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port(6390))
     }
 
-    pub fn processes(&self) -> &[Process] {
-        &self.processes
+    /// Every process name (replicas as `core-api-0`, …), sorted.
+    pub fn process_names(&self) -> &[String] {
+        &self.names
     }
 
-    fn log_path(&self, name: &str) -> PathBuf {
-        self.dir.path().join("logs").join(format!("{name}.log"))
+    pub fn state(&self, name: &str) -> ProcessState {
+        self.api.process(name)
     }
 
-    /// Everything `name` has written to stdout and stderr so far.
+    /// Everything `name` has written to stdout and stderr so far, one line
+    /// per line it wrote (from the log file process-compose keeps).
     pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+        let text = std::fs::read_to_string(self.dir.path().join("logs/processes.log")).unwrap_or_default();
+        let mut out = String::new();
+        for line in text.lines() {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if entry["process"] == name {
+                out.push_str(entry["message"].as_str().unwrap_or_default());
+                out.push('\n');
+            }
+        }
+        out
     }
 
     pub fn all_logs(&self) -> String {
-        self.processes
+        let mut names: Vec<String> = self.names.clone();
+        if names.is_empty() {
+            names = self.api.processes().map(|s| s.into_iter().map(|s| s.name).collect()).unwrap_or_default();
+        }
+        names
             .iter()
-            .map(|p| format!("----- {} -----\n{}", p.name, tail(&self.log(&p.name), 40)))
+            .map(|name| format!("----- {name} -----\n{}", tail(&self.log(name), 40)))
             .collect::<Vec<_>>()
             .join("\n")
+            + "\n----- process-compose -----\n"
+            + &self.supervisor_output()
     }
 
     pub fn pid(&self, name: &str) -> u32 {
-        self.children
-            .lock()
-            .unwrap()
-            .get(name)
-            .unwrap_or_else(|| panic!("{name} not running"))
-            .id()
+        let pid = self.api.process(name).pid;
+        assert!(pid != 0, "{name} is not running");
+        pid
     }
 
-    /// Sends `signal` (`"KILL"`, `"TERM"`) to `name`'s process group.
+    /// Sends `signal` (`"KILL"`, `"TERM"`, `"STOP"`) to `name`.
     pub fn signal(&self, name: &str, signal: &str) {
         let pid = self.pid(name);
-        let _ = Command::new("kill")
+        self.signalled.lock().unwrap().insert(name.to_owned(), pid);
+        let status = Command::new("kill")
             .arg(format!("-{signal}"))
-            .arg("--")
-            .arg(format!("-{pid}"))
-            .status();
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid} ({name}) failed");
     }
 
-    /// Waits for `name` to exit and returns its exit code (None: signal).
+    /// Waits until the process the test last signalled has exited, as
+    /// process-compose saw it, and returns its exit code (None: killed by
+    /// a signal).
     pub fn wait_exit(&self, name: &str, timeout: Duration) -> Option<i32> {
+        let old = self.signalled.lock().unwrap().get(name).copied();
         let deadline = Instant::now() + timeout;
         loop {
-            {
-                let mut children = self.children.lock().unwrap();
-                let child = children
-                    .get_mut(name)
-                    .unwrap_or_else(|| panic!("{name} not running"));
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    return status.code();
-                }
+            let state = self.api.process(name);
+            let exited = match old {
+                Some(old) => state.pid != old || state.status != "Running",
+                None => state.status != "Running",
+            };
+            if exited {
+                return (state.exit_code != -1).then_some(state.exit_code);
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not exit within {timeout:?}"
-            );
+            assert!(Instant::now() < deadline, "{name} did not exit within {timeout:?}: {state:?}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    /// Starts `name` again (as `availability: restart` would) and waits for
-    /// its readiness probe.
+    /// Brings `name` back after the test stopped or killed it: a process
+    /// that process-compose restarts by itself (`availability: restart:
+    /// on_failure` after a crash) is waited for; one that ended cleanly is
+    /// started through the API. Returns once it is up with a new pid.
     pub async fn restart(&self, name: &str) {
-        let process = self.process(name).clone();
-        if let Some(mut old) = self.children.lock().unwrap().remove(name) {
-            let _ = old.wait();
-        }
-        self.spawn(&process);
+        let old = self.signalled.lock().unwrap().get(name).copied();
         let deadline = Instant::now() + BOOT_TIMEOUT;
-        while !self.probe(&process).await {
-            self.assert_running(name);
+        let mut started = false;
+        loop {
+            let state = self.api.process(name);
+            if Some(state.pid) != old && state.is_up() {
+                return;
+            }
+            if state.has_ended() && !started {
+                self.api.start(name);
+                started = true;
+            }
             assert!(
                 Instant::now() < deadline,
-                "{name} not ready after restart:\n{}",
+                "{name} not up again: {state:?}\n{}",
                 self.log(name)
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -422,59 +467,118 @@ impl Stack {
 
     /// Resident memory of every process (KiB), read from /proc.
     pub fn resident_memory_kib(&self) -> BTreeMap<String, u64> {
-        let children = self.children.lock().unwrap();
-        children
-            .iter()
-            .map(|(name, child)| (name.clone(), tree_rss_kib(child.id())))
+        self.api
+            .processes()
+            .expect("process-compose API")
+            .into_iter()
+            .filter(|s| s.pid != 0)
+            .map(|s| (s.name, tree_rss_kib(s.pid)))
             .collect()
     }
 
-    fn stop_all(&self) {
-        let mut children = self.children.lock().unwrap();
-        // Reverse start order: the gateway first, Redis last.
-        for process in self.processes.iter().rev() {
-            let Some(child) = children.get_mut(&process.name) else {
-                continue;
-            };
-            if child.try_wait().ok().flatten().is_some() {
-                continue;
+    /// `process-compose down`: the command a developer types. Returns its
+    /// status and waits for the supervisor to exit.
+    pub fn down(&self) -> ExitStatus {
+        let status = Command::new(supervisor::process_compose())
+            .arg("down")
+            .env("PC_PORT_NUM", self.api.port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("process-compose down");
+        self.wait_supervisor(Duration::from_secs(60));
+        status
+    }
+
+    /// Waits for process-compose to exit (headless: its exit status).
+    fn wait_supervisor(&self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.supervisor_exit() {
+                return Some(status);
             }
-            let pid = child.id();
-            let _ = Command::new("kill")
-                .arg(format!("-{}", process.shutdown_signal))
-                .arg("--")
-                .arg(format!("-{pid}"))
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(process.shutdown_timeout_secs);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
+            if self.tmux_session.is_some() && self.api.call("GET", "/live").is_err() {
+                return None;
             }
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg("--")
-                    .arg(format!("-{pid}"))
-                    .status();
-                let _ = child.wait();
+            if Instant::now() > deadline {
+                return None;
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        self.stop_all();
         if std::thread::panicking() {
             eprintln!("stack logs at failure:\n{}", self.all_logs());
+        }
+        let pids: Vec<u32> = self
+            .api
+            .processes()
+            .map(|states| states.into_iter().map(|s| s.pid).filter(|&p| p != 0).collect())
+            .unwrap_or_default();
+        if self.api.call("GET", "/live").is_ok() {
+            let _ = self.api.call("POST", "/project/stop");
+        }
+        if self.wait_supervisor(Duration::from_secs(60)).is_none() {
+            if let Some(child) = self.supervisor.lock().unwrap().as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        // Nothing outlives the test, even if process-compose could not stop it.
+        for pid in pids {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).stderr(Stdio::null()).status();
+        }
+        if let Some(session) = &self.tmux_session {
+            let _ = Command::new("tmux").args(["kill-session", "-t", session]).stderr(Stdio::null()).status();
         }
     }
 }
 
-fn process_dir(root: &Path, process: &Process) -> PathBuf {
-    match &process.working_dir {
-        Some(dir) => root.join(dir),
-        None => root.to_path_buf(),
+/// The second `-f` file: a log file for every process' output, and the
+/// test's environment overrides (process-compose merges `environment` by
+/// variable name).
+fn override_yaml(dir: &Path, options: &StackOptions) -> String {
+    let mut yaml = format!(
+        "version: \"0.5\"\nis_strict: true\nlog_location: {}\nlog_configuration:\n  flush_each_line: true\n",
+        serde_json::to_string(&dir.join("logs/processes.log").display().to_string()).unwrap()
+    );
+    let mut by_process: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (process, variable, value) in &options.env {
+        // process-compose's merge splits each entry at every `=`.
+        assert!(!value.contains('='), "{variable}: an override value cannot contain '='");
+        by_process
+            .entry(process)
+            .or_default()
+            .push(format!("{variable}={value}"));
     }
+    if !by_process.is_empty() {
+        yaml.push_str("processes:\n");
+        for (process, entries) in by_process {
+            yaml.push_str(&format!("  {process}:\n    environment:\n"));
+            for entry in entries {
+                yaml.push_str(&format!("      - {}\n", serde_json::to_string(&entry).unwrap()));
+            }
+        }
+    }
+    yaml
+}
+
+/// A port prefix P whose replica ports P0 and P1 are both free.
+fn free_prefix() -> u16 {
+    for _ in 0..1000 {
+        let prefix = platform::testing::free_port() / 10;
+        if (0..2).all(|n| std::net::TcpListener::bind(("127.0.0.1", prefix * 10 + n)).is_ok()) {
+            return prefix;
+        }
+    }
+    panic!("no free pair of replica ports")
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -482,8 +586,7 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// VmRSS of `pid` plus its children (bash -c usually exec'd away, but not
-/// always).
+/// VmRSS of `pid` plus its children.
 fn tree_rss_kib(pid: u32) -> u64 {
     let own = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -508,20 +611,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remaps_known_ports_and_refuses_unknown_ones() {
-        let ports = BTreeMap::from([(6390, 16390), (8000, 18000)]);
-        let remapped = remap_ports(
-            "redis-server --port 6390 x:8000 DELAY_MS=2000 8000",
-            &ports,
-            "t",
+    fn port_variables_come_from_the_file_with_their_defaults() {
+        let variables = port_variables(&crate::repo_root().join("process-compose.yaml"));
+        let names: Vec<&str> = variables.iter().map(|v| v.name.as_str()).collect();
+        for expected in ["PLATFORM_PORT", "REDIS_PORT", "CORE_API_PORT_PREFIX", "PC_PORT_NUM"] {
+            assert!(names.contains(&expected), "{expected} not in {names:?}");
+        }
+        let core = variables.iter().find(|v| v.name == "CORE_API_PORT_PREFIX").unwrap();
+        assert!(core.is_prefix());
+        assert_eq!(core.default, 720);
+    }
+
+    #[test]
+    fn overrides_are_merged_by_variable() {
+        let yaml = override_yaml(
+            Path::new("/tmp/x"),
+            &StackOptions::default().env("psp-sandbox", "PSP_LATENCY_MS", "50"),
         );
-        assert_eq!(
-            remapped,
-            "redis-server --port 16390 x:18000 DELAY_MS=2000 18000"
-        );
-        assert!(std::panic::catch_unwind(|| remap_ports("127.0.0.1:9999", &ports, "t")).is_err());
-        assert_eq!(remap_ports("2000", &ports, "t"), "2000");
-        assert_eq!(remap_probe_port("8000", &ports, "t"), "18000");
-        assert!(std::panic::catch_unwind(|| remap_probe_port("9999", &ports, "t")).is_err());
+        assert!(yaml.contains("  psp-sandbox:\n    environment:\n      - \"PSP_LATENCY_MS=50\"\n"), "{yaml}");
+        assert!(yaml.contains("log_location: \"/tmp/x/logs/processes.log\""), "{yaml}");
     }
 }
+

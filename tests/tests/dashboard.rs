@@ -3,24 +3,19 @@
 //! - the dashboard at `/_dashboard/`, driven in headless Chromium by
 //!   Playwright (`dashboard/tests/dashboard.mjs`) against the booted stack:
 //!   Get token, Create payment, the transaction reaching `succeeded` in the
-//!   table, 4xx errors shown plainly, and the process panel saying that
-//!   process-compose is not reachable (it cannot run on our CI machines);
-//!   then the panel listing processes and restarting one through the
-//!   gateway's proxy, against the stand-in below;
+//!   table, 4xx errors shown plainly, the process panel saying plainly when
+//!   process-compose is not reachable, and the panel listing the stack's
+//!   processes and restarting one through the gateway's proxy to the real
+//!   process-compose;
 //! - `scripts/dev-reload`'s change detection, with real cargo builds of a
 //!   scratch workspace: it reports exactly the binaries that changed; and
-//!   its rolling restart, against a stand-in for the three REST calls the
-//!   script and the panel make to process-compose. process-compose itself
-//!   cannot run on our CI machines, so that stand-in (field names from
-//!   process-compose's `ProcessState`) is the one thing here that is not
-//!   the real program.
+//!   its rolling restart under a real process-compose supervising the
+//!   scratch workspace's binaries, measured from the edit to the new
+//!   binary answering.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use e2e::stack::{Stack, StackOptions};
 
@@ -114,30 +109,17 @@ async fn dashboard_prompts_for_a_new_token_when_it_expired() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_lists_processes_and_restarts_one_through_the_gateway() {
     let (node, script) = browser_test_prerequisites();
-    // The stand-in answers for the stack's own process names.
-    let names: Vec<String> =
-        e2e::compose::ComposeFile::load(&e2e::repo_root().join("process-compose.yaml"), &|_| None)
-            .processes()
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (pc_port, restarts) = process_compose_stand_in(&names).await;
-    let stack = Stack::boot_with(StackOptions::default().env(
-        "gateway",
-        "PC_API_UPSTREAM",
-        &format!("127.0.0.1:{pc_port}"),
-    ))
-    .await;
+    let stack = Stack::boot().await;
+    let before = stack.state("core-api-1");
     let output = run_browser(&node, &script, &stack.gateway(), "processes").await;
     assert!(output.status.success(), "browser scenario failed");
-    let restarted: Vec<String> = restarts
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(name, _)| name.clone())
-        .collect();
-    assert_eq!(restarted, ["core-api-1"]);
+    // process-compose itself restarted it: a new pid, up again.
+    let after = stack.state("core-api-1");
+    assert_ne!(after.pid, before.pid, "core-api-1 was not restarted");
+    assert!(after.is_up(), "{after:?}");
+    for other in stack.process_names().iter().filter(|n| *n != "core-api-1") {
+        assert_eq!(stack.state(other).restarts, 0, "{other} restarted too");
+    }
 }
 
 // ---------------------------------------------------------------- reload
@@ -169,10 +151,26 @@ impl Scratch {
         scratch
     }
 
+    /// The binary's source: a tiny HTTP server on `$PORT` that answers
+    /// every request with `greeting` (and so its readiness probe too).
     fn write(&self, binary: &str, greeting: &str) {
         std::fs::write(
             self.dir.path().join(binary).join("src/main.rs"),
-            format!("fn main() {{\n    println!(\"{greeting}\");\n}}\n"),
+            format!(
+                r#"use std::io::{{Read, Write}};
+fn main() {{
+    let port: u16 = std::env::var("PORT").map(|p| p.parse().unwrap()).unwrap_or(0);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    for stream in listener.incoming() {{
+        let Ok(mut stream) = stream else {{ continue }};
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request);
+        let body = "{greeting}";
+        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {{}}\r\nConnection: close\r\n\r\n{{body}}", body.len());
+    }}
+}}
+"#
+            ),
         )
         .unwrap();
     }
@@ -183,7 +181,8 @@ impl Scratch {
     }
 
     fn reload_with(&self, args: &[&str], pc_port: u16, env: &[(&str, &str)]) -> (bool, String) {
-        let output = Command::new(e2e::repo_root().join("scripts/dev-reload"))
+        let output = Command::new("bash")
+            .arg(e2e::repo_root().join("scripts/dev-reload"))
             .args(args)
             .envs(env.iter().copied())
             .current_dir(self.dir.path())
@@ -237,9 +236,8 @@ fn dev_reload_reports_exactly_the_binaries_that_changed() {
         "{output}"
     );
 
-    // Without process-compose the script rebuilds, then says plainly that it
-    // restarted nothing (the restart itself needs process-compose, which
-    // cannot run on our CI machines).
+    // Without a reachable process-compose the script rebuilds, then says
+    // plainly that it restarted nothing.
     scratch.write("alpha", "third");
     let (ok, output) = scratch.reload(&[], nobody);
     assert!(!ok, "{output}");
@@ -276,139 +274,137 @@ fn override_file_adds_only_the_watcher_and_runs_the_script() {
     assert!(mode & 0o111 != 0, "scripts/dev-reload is not executable");
 }
 
-// ------------------------------------------------------------- stand-in
+// ------------------------------------------------------ real supervisor
 
-/// One process as process-compose's `GET /processes` reports it.
-#[derive(Clone)]
-struct StandInProcess {
-    name: String,
-    pid: u32,
-    status: &'static str,
-    is_ready: &'static str,
+/// process-compose supervising the scratch workspace's binaries: `alpha`
+/// with two replicas, `beta` alone, each with a readiness probe.
+struct ScratchSupervisor {
+    api: e2e::supervisor::Api,
+    ports: (u16, u16),
+    child: platform::testing::ChildGuard,
 }
 
-impl StandInProcess {
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": self.name, "namespace": "services", "status": self.status,
-            "system_time": "1s", "age": 1_000_000_000u64, "is_ready": self.is_ready,
-            "restarts": 0, "exit_code": 0, "pid": self.pid,
-        })
+impl ScratchSupervisor {
+    fn start(scratch: &Scratch) -> ScratchSupervisor {
+        let process_compose = e2e::supervisor::process_compose();
+        let alpha_prefix = platform::testing::free_port() / 10;
+        let beta = platform::testing::free_port();
+        let yaml = r#"version: "0.5"
+is_strict: true
+processes:
+  alpha:
+    replicas: 2
+    command: "PORT=${ALPHA_PORT_PREFIX}{{.PC_REPLICA_NUM}} exec target/debug/alpha"
+    readiness_probe:
+      http_get: {host: 127.0.0.1, port: "${ALPHA_PORT_PREFIX}{{.PC_REPLICA_NUM}}", path: /readyz}
+      period_seconds: 1
+  beta:
+    command: "PORT=${BETA_PORT} exec target/debug/beta"
+    readiness_probe:
+      http_get: {host: 127.0.0.1, port: "${BETA_PORT}", path: /readyz}
+      period_seconds: 1
+"#;
+        std::fs::write(scratch.dir.path().join("process-compose.yaml"), yaml).unwrap();
+        let pc_port = platform::testing::free_port();
+        let child = Command::new(process_compose)
+            .args(["up", "--tui=false", "-f", "process-compose.yaml"])
+            .current_dir(scratch.dir.path())
+            .env("PC_PORT_NUM", pc_port.to_string())
+            .env("PC_LOG_FILE", scratch.dir.path().join("pc.log"))
+            .env("ALPHA_PORT_PREFIX", alpha_prefix.to_string())
+            .env("BETA_PORT", beta.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("process-compose up");
+        let supervisor = ScratchSupervisor {
+            api: e2e::supervisor::Api { port: pc_port },
+            ports: (alpha_prefix, beta),
+            child: platform::testing::ChildGuard(child),
+        };
+        supervisor.wait_up(&["alpha-0", "alpha-1", "beta"]);
+        supervisor
+    }
+
+    fn wait_up(&self, names: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(states) = self.api.processes()
+                && names
+                    .iter()
+                    .all(|n| states.iter().any(|s| s.name == *n && s.is_up()))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "scratch processes not up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self, name: &str) -> u32 {
+        self.api.process(name).pid
+    }
+
+    /// What replica `n` of alpha answers.
+    fn alpha_says(&self, n: u16) -> String {
+        e2e::supervisor::Api {
+            port: self.ports.0 * 10 + n,
+        }
+        .call("GET", "/")
+        .map(|reply| reply.body)
+        .unwrap_or_default()
     }
 }
 
-type Restarts = Arc<Mutex<Vec<(String, Instant)>>>;
-
-/// Stands in for process-compose's REST API (it cannot run here): `GET
-/// /processes`, `GET /process/{name}`, `POST /process/restart/{name}`. A
-/// restarted process gets a new pid and reads Ready 300 ms later.
-async fn process_compose_stand_in(names: &[&str]) -> (u16, Restarts) {
-    let processes: Arc<Mutex<Vec<StandInProcess>>> = Arc::new(Mutex::new(
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| StandInProcess {
-                name: (*name).into(),
-                pid: 1000 + i as u32,
-                status: "Running",
-                is_ready: "Ready",
-            })
-            .collect(),
-    ));
-    let restarts: Restarts = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let log = restarts.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let processes = processes.clone();
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&request).into_owned();
-                let mut words = head.split_whitespace();
-                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-                let (status, body) = {
-                    let mut all = processes.lock().unwrap();
-                    if method == "GET" && path == "/processes" {
-                        let data: Vec<_> = all.iter().map(StandInProcess::json).collect();
-                        (200, serde_json::json!({ "data": data }))
-                    } else if let Some(name) = path.strip_prefix("/process/restart/") {
-                        match all.iter_mut().find(|p| p.name == name && method == "POST") {
-                            Some(process) => {
-                                log.lock().unwrap().push((name.to_owned(), Instant::now()));
-                                process.pid += 100;
-                                process.is_ready = "-";
-                                let (processes, restarted) = (processes.clone(), name.to_owned());
-                                tokio::spawn(async move {
-                                    tokio::time::sleep(Duration::from_millis(300)).await;
-                                    let mut all = processes.lock().unwrap();
-                                    let process =
-                                        all.iter_mut().find(|p| p.name == restarted).unwrap();
-                                    process.is_ready = "Ready";
-                                });
-                                (200, serde_json::json!({ "name": name }))
-                            }
-                            None => (404, serde_json::json!({ "error": "no such process" })),
-                        }
-                    } else if let Some(name) = path.strip_prefix("/process/") {
-                        match all.iter().find(|p| p.name == name) {
-                            Some(process) => (200, process.json()),
-                            None => (404, serde_json::json!({ "error": "no such process" })),
-                        }
-                    } else {
-                        (404, serde_json::json!({ "error": "no such route" }))
-                    }
-                };
-                let body = body.to_string();
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    (port, restarts)
+impl Drop for ScratchSupervisor {
+    fn drop(&mut self) {
+        let _ = self.api.call("POST", "/project/stop");
+        let _ = self.child.wait_timeout(Duration::from_secs(20));
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dev_reload_restarts_only_the_changed_binary_one_replica_at_a_time() {
+#[test]
+fn dev_reload_restarts_only_the_changed_binary_one_replica_at_a_time() {
     platform::testing::require_program("jq", "`apt-get install jq`, or `nix develop`");
     platform::testing::require_program("curl", "`apt-get install curl`");
     let scratch = Scratch::new();
-    let (ok, output) = tokio::task::block_in_place(|| scratch.reload(&["--no-restart"], 9));
+    let (ok, output) = scratch.reload(&["--no-restart"], 9);
     assert!(ok, "{output}");
+    let supervisor = ScratchSupervisor::start(&scratch);
+    assert_eq!(supervisor.alpha_says(0), "first");
+    let beta_pid = supervisor.pid("beta");
+    let alpha_pids = (supervisor.pid("alpha-0"), supervisor.pid("alpha-1"));
 
-    let (port, restarts) =
-        process_compose_stand_in(&["alpha-0", "alpha-1", "beta", "alphabet", "gateway"]).await;
+    // The edit, then what the watcher runs on a save; the clock runs until
+    // both replicas answer with the new build.
+    let edited = Instant::now();
     scratch.write("alpha", "second");
-    let (ok, output) = tokio::task::block_in_place(|| {
-        scratch.reload_with(&[], port, &[("DEV_RELOAD_SETTLE_SECS", "0.5")])
-    });
+    let (ok, output) = scratch.reload_with(
+        &[],
+        supervisor.api.port,
+        &[("DEV_RELOAD_SETTLE_SECS", "0.5")],
+    );
     println!("{output}");
     assert!(ok, "{output}");
-    assert_eq!(changed_line(&output), "alpha", "{output}");
-    assert!(
-        output.contains("dev-reload: done: alpha reloaded"),
-        "{output}"
-    );
+    while supervisor.alpha_says(0) != "second" || supervisor.alpha_says(1) != "second" {
+        assert!(edited.elapsed() < Duration::from_secs(60), "new build not serving");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let serving = edited.elapsed();
+    eprintln!("dev-reload: edit → new binary serving on both replicas in {:.1} s", serving.as_secs_f64());
 
-    let restarts = restarts.lock().unwrap().clone();
-    let names: Vec<&str> = restarts.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(names, ["alpha-0", "alpha-1"], "{output}");
-    // alpha-1 only once alpha-0 was Ready again (300 ms) and had settled.
-    let gap = restarts[1].1 - restarts[0].1;
-    assert!(
-        gap >= Duration::from_millis(800),
-        "replicas restarted {gap:?} apart:\n{output}"
-    );
+    assert_eq!(changed_line(&output), "alpha", "{output}");
+    assert!(output.contains("dev-reload: done: alpha reloaded"), "{output}");
+    assert_eq!(supervisor.pid("beta"), beta_pid, "beta was restarted");
+    assert_ne!(supervisor.pid("alpha-0"), alpha_pids.0);
+    assert_ne!(supervisor.pid("alpha-1"), alpha_pids.1);
+    // One replica at a time: alpha-1 only once alpha-0 was Ready again.
+    let order: Vec<&str> = output
+        .lines()
+        .filter_map(|l| l.strip_prefix("dev-reload: "))
+        .filter(|l| l.starts_with("restarting ") || l.contains(" ready (pid "))
+        .collect();
+    assert_eq!(order.len(), 4, "{output}");
+    assert!(order[0] == "restarting alpha-0" && order[1].starts_with("alpha-0 ready"), "{order:?}");
+    assert!(order[2] == "restarting alpha-1" && order[3].starts_with("alpha-1 ready"), "{order:?}");
 }

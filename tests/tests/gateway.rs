@@ -233,7 +233,7 @@ async fn both_core_api_replicas_serve_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn killing_a_core_api_replica_fails_at_most_the_request_in_flight() {
+async fn killing_a_core_api_replica_fails_no_request() {
     let stack = Stack::boot().await;
     let gateway = stack.gateway();
     let client = reqwest::Client::new();
@@ -263,27 +263,14 @@ async fn killing_a_core_api_replica_fails_at_most_the_request_in_flight() {
             failures.push((i, response.status().as_u16(), after_kill));
         }
     }
-    // The bound: the POST in flight on the killed replica, and the first
-    // POST Caddy sends to it before its passive check marks it down (a
-    // POST is not retried: Caddy 2.6 cannot replay its body). Reads are
-    // retried on the other replica and never fail. Nothing fails once the
-    // gateway has noticed, which is at the latest its next active health
-    // check (1 s interval, 500 ms timeout).
+    // Nothing fails: a request the dead replica never received (its
+    // connection was refused) is retried on the other one, POSTs included
+    // (the gateway holds the body in memory), and reads are retried after
+    // any failure. process-compose restarts the replica meanwhile.
     assert!(
-        failures.len() <= 2,
-        "too many requests failed around the kill: {failures:?}"
+        failures.is_empty(),
+        "requests failed around the kill: {failures:?}"
     );
-    for (i, status, after_kill) in &failures {
-        assert!(
-            i % 2 == 0,
-            "a read failed ({status}) although reads are retried: {failures:?}"
-        );
-        let after_kill = after_kill.expect("nothing fails before the kill");
-        assert!(
-            after_kill < Duration::from_millis(1500),
-            "request {i} failed {after_kill:?} after the kill"
-        );
-    }
     assert_eq!(
         stack.wait_exit("core-api-0", Duration::from_secs(1)),
         None,

@@ -115,12 +115,12 @@ async fn core_api_and_auth_api_conform_to_their_schemas_under_fuzzing() {
     core_run.await.unwrap();
     auth_run.await.unwrap();
 
-    for process in stack.processes() {
-        let log = stack.log(&process.name);
+    for name in stack.process_names() {
+        let log = stack.log(name);
         assert!(
             !log.contains("panicked"),
             "{} panicked under fuzzing:\n{log}",
-            process.name
+            name
         );
     }
     client::assert_no_secrets_in_logs(&stack, &[]);

@@ -1,0 +1,154 @@
+//! The gateway against careless and hostile clients (README
+//! "Reliability"): a bad request never takes an upstream out, and the
+//! process-control proxy answers only the dashboard, on this machine.
+
+use std::time::Duration;
+
+use e2e::client;
+use e2e::stack::Stack;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends raw bytes to the gateway and returns what it answered (status
+/// line and body), or what was read before the connection closed.
+async fn raw(stack: &Stack, request: &[u8]) -> String {
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", stack.port(8000)))
+        .await
+        .unwrap();
+    socket.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn chunked_post(stack: &Stack, path: &str, chunks: &[Vec<u8>], terminator: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        stack.port(8000)
+    )
+    .into_bytes();
+    for chunk in chunks {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(terminator);
+    request
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_bodies_never_take_an_upstream_out_of_the_gateway() {
+    let stack = Stack::boot().await;
+    let gateway = stack.gateway();
+    let http = client::http_client();
+    let token = client::login(&http, &gateway, "alice").await;
+    let body = client::payment("4242424242424242", "cus_bad_bodies", "order-bad");
+
+    // Two of each, more than there are core-api replicas: a chunked body
+    // over 64 KiB, a malformed chunk size, a body cut off mid-chunk, and
+    // the same at /auth/token (one auth-api).
+    let big = vec![vec![b' '; 40 * 1024], vec![b' '; 40 * 1024]];
+    for path in ["/transactions", "/auth/token"] {
+        for _ in 0..2 {
+            let answer = raw(&stack, &chunked_post(&stack, path, &big, b"0\r\n\r\n")).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 413"),
+                "chunked body over 64 KiB at {path}: {answer}"
+            );
+            let json = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+            let error: Value = serde_json::from_str(json).unwrap_or_else(|_| panic!("{answer}"));
+            assert_eq!(error["error"]["type"], "invalid_request_error", "{answer}");
+            assert_eq!(error["error"]["code"], "body_too_large", "{answer}");
+
+            let malformed = chunked_post(&stack, path, &[b"{\"a\":".to_vec()], b"zz\r\n\r\n");
+            let answer = raw(&stack, &malformed).await;
+            assert!(answer.starts_with("HTTP/1.1 4"), "malformed chunk at {path}: {answer}");
+
+            let cut = chunked_post(&stack, path, &[b"{\"a\":".to_vec()], b"ff\r\nabc");
+            let _ = tokio::time::timeout(Duration::from_secs(2), raw(&stack, &cut)).await;
+        }
+    }
+
+    // Every upstream is still in: legitimate requests right after, on every
+    // replica (round robin), are all served.
+    for i in 0..20 {
+        let response = client::create(&http, &gateway, &token, &body).await.unwrap();
+        assert_eq!(response.status(), 202, "payment {i} after the bad bodies");
+    }
+    let token = client::login(&http, &gateway, "bob").await;
+    assert!(!token.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() {
+    let stack = Stack::boot().await;
+    let port = stack.port(8000);
+    let get = |path: &str, headers: &str| {
+        format!("GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n").into_bytes()
+    };
+    let host = format!("Host: 127.0.0.1:{port}\r\n");
+    let dashboard = "X-Dashboard: 1\r\n";
+
+    // The dashboard's own call: the real process-compose answers.
+    let answer = raw(&stack, &get("/_pc/processes", &format!("{host}{dashboard}"))).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"core-api-0\""), "{answer}");
+    let same_origin = format!("{host}{dashboard}Origin: http://127.0.0.1:{port}\r\n");
+    let answer = raw(&stack, &get("/_pc/processes", &same_origin)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let refused: Vec<(&str, Vec<u8>)> = vec![
+        ("without the dashboard header", get("/_pc/processes", &host)),
+        (
+            "a DNS-rebinding Host",
+            get("/_pc/processes", &format!("Host: attacker.example:{port}\r\n{dashboard}")),
+        ),
+        (
+            "a loopback name on another port",
+            get("/_pc/processes", &format!("Host: localhost:1\r\n{dashboard}")),
+        ),
+        (
+            "a foreign Origin",
+            get(
+                "/_pc/processes",
+                &format!("{host}{dashboard}Origin: http://attacker.example\r\n"),
+            ),
+        ),
+        ("another letter case", get("/_PC/processes", &format!("{host}{dashboard}"))),
+        ("a doubled slash", get("/_pc//processes", &format!("{host}{dashboard}"))),
+        ("an extra segment", get("/_pc/processes/x", &format!("{host}{dashboard}"))),
+        ("another API", get("/_pc/process/logs/redis/0/10", &format!("{host}{dashboard}"))),
+        (
+            "a restart by GET",
+            get("/_pc/process/restart/redis", &format!("{host}{dashboard}")),
+        ),
+        (
+            "project stop",
+            format!("POST /_pc/project/stop HTTP/1.1\r\n{host}{dashboard}Content-Length: 0\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+        ),
+        (
+            "a restart with an encoded slash",
+            format!("POST /_pc/process/restart/a%2F..%2Fproject HTTP/1.1\r\n{host}{dashboard}Content-Length: 0\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+        ),
+        (
+            "a restart from a foreign Origin",
+            format!("POST /_pc/process/restart/redis HTTP/1.1\r\n{host}{dashboard}Origin: http://attacker.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+        ),
+    ];
+    for (what, request) in refused {
+        let answer = raw(&stack, &request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 403") || answer.starts_with("HTTP/1.1 400"),
+            "{what}: {answer}"
+        );
+        assert!(answer.contains("\"code\":\"forbidden\"") || answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+    }
+    // Nothing was restarted or stopped.
+    for name in stack.process_names() {
+        let state = stack.state(name);
+        assert!(state.is_up() && state.restarts == 0, "{state:?}");
+    }
+}
