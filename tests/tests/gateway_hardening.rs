@@ -21,9 +21,15 @@ async fn raw(stack: &Stack, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-fn chunked_post(stack: &Stack, path: &str, chunks: &[Vec<u8>], terminator: &[u8]) -> Vec<u8> {
+fn chunked_post(
+    stack: &Stack,
+    path: &str,
+    token: &str,
+    chunks: &[Vec<u8>],
+    terminator: &[u8],
+) -> Vec<u8> {
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         stack.port(8000)
     )
     .into_bytes();
@@ -46,11 +52,14 @@ async fn bad_bodies_never_take_an_upstream_out_of_the_gateway() {
 
     // Two of each, more than there are core-api replicas: a chunked body
     // over 64 KiB, a malformed chunk size, a body cut off mid-chunk, and
-    // the same at /auth/token (one auth-api).
+    // the same at /auth/token (one auth-api); with a valid token and
+    // without one (refused before the body is looked at).
     let big = vec![vec![b' '; 40 * 1024], vec![b' '; 40 * 1024]];
+    let anonymous = raw(&stack, &chunked_post(&stack, "/transactions", "x", &big, b"0\r\n\r\n")).await;
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
     for path in ["/transactions", "/auth/token"] {
         for _ in 0..2 {
-            let answer = raw(&stack, &chunked_post(&stack, path, &big, b"0\r\n\r\n")).await;
+            let answer = raw(&stack, &chunked_post(&stack, path, &token, &big, b"0\r\n\r\n")).await;
             assert!(
                 answer.starts_with("HTTP/1.1 413"),
                 "chunked body over 64 KiB at {path}: {answer}"
@@ -60,11 +69,12 @@ async fn bad_bodies_never_take_an_upstream_out_of_the_gateway() {
             assert_eq!(error["error"]["type"], "invalid_request_error", "{answer}");
             assert_eq!(error["error"]["code"], "body_too_large", "{answer}");
 
-            let malformed = chunked_post(&stack, path, &[b"{\"a\":".to_vec()], b"zz\r\n\r\n");
+            let malformed =
+                chunked_post(&stack, path, &token, &[b"{\"a\":".to_vec()], b"zz\r\n\r\n");
             let answer = raw(&stack, &malformed).await;
             assert!(answer.starts_with("HTTP/1.1 4"), "malformed chunk at {path}: {answer}");
 
-            let cut = chunked_post(&stack, path, &[b"{\"a\":".to_vec()], b"ff\r\nabc");
+            let cut = chunked_post(&stack, path, &token, &[b"{\"a\":".to_vec()], b"ff\r\nabc");
             let _ = tokio::time::timeout(Duration::from_secs(2), raw(&stack, &cut)).await;
         }
     }
