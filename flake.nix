@@ -31,25 +31,33 @@
         let
           fs = lib.fileset;
 
-          # Only what the build and tests read: no target/, no .data/, no result links.
+          # Only what the build and tests read: no target/, no .data/, no result
+          # links. Every workspace member of Cargo.toml must be in sourcePaths,
+          # with every file a crate include_str!s. tests/tests/nix_flake.rs
+          # reads both lists, copies exactly that set and builds it there: keep
+          # them lists of plain paths.
+          sourcePaths = [
+            ./Cargo.toml
+            ./Cargo.lock
+            ./flake.nix
+            ./flake.lock
+            ./nix
+            ./services
+            ./tests
+            ./caddy
+            ./config
+            ./scripts
+            ./process-compose.yaml
+            ./process-compose.override.yaml
+            ./dashboard
+            ./README.md
+          ];
+          sourceExcluded = [
+            (fs.maybeMissing ./dashboard/tests/node_modules)
+          ];
           src = fs.toSource {
             root = ./.;
-            fileset = fs.unions [
-              ./Cargo.toml
-              ./Cargo.lock
-              ./flake.nix
-              ./flake.lock
-              ./nix
-              ./services
-              ./tests
-              ./caddy
-              ./config
-              ./scripts
-              ./process-compose.yaml
-              ./process-compose.override.yaml
-              (fs.difference ./dashboard (fs.maybeMissing ./dashboard/tests/node_modules))
-              ./README.md
-            ];
+            fileset = fs.difference (fs.unions sourcePaths) (fs.unions sourceExcluded);
           };
 
           # What `nix run` needs at run time, next to the binaries.
