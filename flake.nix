@@ -44,6 +44,7 @@
             ./nix
             ./services
             ./tests
+            ./bench
             ./caddy
             ./config
             ./scripts
