@@ -4,7 +4,7 @@
 //! (`nix-instantiate --parse` runs in `.ci/run`, as does the comparison of
 //! the lock with the team's shared pin.)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -159,12 +159,49 @@ fn nix_paths(nix: &str, name: &str) -> Vec<String> {
     paths
 }
 
+/// The text of the attribute set bound by `header` (which ends in `{`),
+/// up to its closing brace.
+fn nix_block<'a>(nix: &'a str, header: &str) -> &'a str {
+    let start = nix
+        .find(header)
+        .unwrap_or_else(|| panic!("no `{header}` in the Nix file"));
+    let mut depth = 0;
+    for (offset, c) in nix[start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &nix[start..start + offset + 1];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("`{header}` is not closed in the Nix file")
+}
+
 /// The string literals of a Nix list (`[ "-p" "e2e" ]` → `["-p", "e2e"]`).
 fn nix_strings(nix: &str, name: &str) -> Vec<String> {
     nix_list(nix, name)
         .into_iter()
         .map(|item| item.trim_matches('"').to_owned())
         .collect()
+}
+
+/// `pkgs.x` items of a Nix list, as `x`.
+fn nix_packages(nix: &str, name: &str) -> Vec<String> {
+    nix_list(nix, name)
+        .into_iter()
+        .filter_map(|item| item.strip_prefix("pkgs.").map(str::to_owned))
+        .collect()
+}
+
+fn workspace_check(flake: &str) -> &str {
+    nix_block(
+        flake,
+        r#"workspace-tests = mkWorkspaceCheck "workspace-tests" {"#,
+    )
 }
 
 // ------------------------------------------------- the Nix source set builds
@@ -343,5 +380,605 @@ fn the_nix_source_set_builds() {
             .arg(&target)
             .current_dir(&copy),
         "cargo check --workspace --all-targets on the Nix source set",
+    );
+}
+
+// ----------------------------------- every test the Nix check runs can run
+
+/// Programs a test or a script may run, and the nixpkgs attribute that
+/// provides each (the ones the Nix files use are verified in
+/// nix/verified-attributes.txt).
+const PROVIDED_BY: &[(&str, &str)] = &[
+    ("redis-server", "redis"),
+    ("redis-cli", "redis"),
+    ("redis-benchmark", "redis"),
+    ("caddy", "caddy"),
+    ("http", "httpie"),
+    ("jq", "jq"),
+    ("curl", "curl"),
+    ("process-compose", "process-compose"),
+    ("watchexec", "watchexec"),
+    ("wrk", "wrk"),
+    ("node", "nodejs"),
+    ("npm", "nodejs"),
+    ("chromium", "chromium"),
+    ("git", "git"),
+    ("cargo", "cargo"),
+    ("rustc", "rustc"),
+    ("cargo-clippy", "clippy"),
+    ("rustfmt", "rustfmt"),
+    ("rust-analyzer", "rust-analyzer"),
+    ("cargo-nextest", "cargo-nextest"),
+];
+
+/// What a `buildRustPackage` check has on PATH without nativeCheckInputs
+/// (stdenv's bash and coreutils, and the Rust toolchain).
+const BUILD_ENVIRONMENT: &[&str] = &["bash", "sh", "kill", "cargo", "rustc"];
+
+/// Programs the packages provide.
+fn programs_of(packages: &[String]) -> BTreeSet<String> {
+    for package in packages {
+        assert!(
+            PROVIDED_BY.iter().any(|(_, p)| p == package),
+            "pkgs.{package}: say in nix_flake.rs's PROVIDED_BY which programs it provides"
+        );
+    }
+    PROVIDED_BY
+        .iter()
+        .filter(|(_, p)| packages.iter().any(|x| x == p))
+        .map(|(program, _)| (*program).to_owned())
+        .collect()
+}
+
+/// Programs a shell script runs: the first word of each command (after
+/// `|`, `;`, `&&`, `$(`, `if`, `then`, `exec`, assignments …) that is one
+/// of [`PROVIDED_BY`]'s programs, minus those it only runs after checking
+/// them with `command -v` (optional ones). Other words are taken for
+/// builtins, functions or stdenv's tools.
+fn script_programs(text: &str) -> BTreeSet<String> {
+    let known: BTreeSet<&str> = PROVIDED_BY.iter().map(|(program, _)| *program).collect();
+    let mut found = BTreeSet::new();
+    let mut optional = BTreeSet::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') {
+            continue;
+        }
+        let mut segments = line.to_owned();
+        for separator in ["$(", "<(", "`", "&&", "||", "|", ";", "(", "{", "!"] {
+            segments = segments.replace(separator, "\n");
+        }
+        for segment in segments.lines() {
+            let mut words = segment.split_whitespace().skip_while(|w| {
+                [
+                    "if", "then", "do", "else", "elif", "while", "until", "exec", "time",
+                ]
+                .contains(w)
+                    || w.split_once('=').is_some_and(|(name, _)| {
+                        !name.is_empty()
+                            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    })
+            });
+            match (words.next(), words.next()) {
+                (Some("command"), Some("-v")) => optional.extend(words.next().map(str::to_owned)),
+                (Some(word), _) if known.contains(word) => {
+                    found.insert(word.to_owned());
+                }
+                _ => {}
+            }
+        }
+    }
+    &found - &optional
+}
+
+/// A Rust source file, with a copy in which comments and the contents of
+/// string and char literals are blanked (same char offsets), so braces and
+/// names are found in code only.
+struct Source {
+    path: PathBuf,
+    text: Vec<char>,
+    code: Vec<char>,
+}
+
+impl Source {
+    fn load(path: &Path) -> Source {
+        let text: Vec<char> = std::fs::read_to_string(path).unwrap().chars().collect();
+        let mut code = text.clone();
+        let n = text.len();
+        let at = |i: usize| text.get(i).copied().unwrap_or('\0');
+        let mut i = 0;
+        while i < n {
+            let c = text[i];
+            let ident_before = i > 0 && (text[i - 1].is_alphanumeric() || text[i - 1] == '_');
+            if c == '/' && at(i + 1) == '/' {
+                while i < n && text[i] != '\n' {
+                    code[i] = ' ';
+                    i += 1;
+                }
+            } else if c == '/' && at(i + 1) == '*' {
+                let mut depth = 0;
+                loop {
+                    if at(i) == '/' && at(i + 1) == '*' {
+                        depth += 1;
+                        code[i] = ' ';
+                        code[i + 1] = ' ';
+                        i += 2;
+                    } else if at(i) == '*' && at(i + 1) == '/' {
+                        depth -= 1;
+                        code[i] = ' ';
+                        code[i + 1] = ' ';
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else if i >= n {
+                        break;
+                    } else {
+                        if text[i] != '\n' {
+                            code[i] = ' ';
+                        }
+                        i += 1;
+                    }
+                }
+            } else if c == 'r' && !ident_before && (at(i + 1) == '"' || at(i + 1) == '#') {
+                // raw string r"…" / r#"…"#
+                let mut j = i + 1;
+                let mut hashes = 0;
+                while at(j) == '#' {
+                    hashes += 1;
+                    j += 1;
+                }
+                if at(j) != '"' {
+                    i += 1;
+                    continue;
+                }
+                j += 1;
+                while j < n {
+                    if text[j] == '"' && (1..=hashes).all(|k| at(j + k) == '#') {
+                        break;
+                    }
+                    code[j] = ' ';
+                    j += 1;
+                }
+                i = j + 1 + hashes;
+            } else if c == '"' {
+                let mut j = i + 1;
+                while j < n && text[j] != '"' {
+                    if text[j] == '\\' {
+                        code[j] = ' ';
+                        j += 1;
+                    }
+                    if j < n {
+                        code[j] = ' ';
+                    }
+                    j += 1;
+                }
+                i = j + 1;
+            } else if c == '\'' && (at(i + 1) == '\\' || at(i + 2) == '\'') {
+                // a char literal; a lifetime has no closing quote
+                let mut j = i + 1;
+                while j < n && text[j] != '\'' {
+                    if text[j] == '\\' {
+                        code[j] = ' ';
+                        j += 1;
+                    }
+                    code[j] = ' ';
+                    j += 1;
+                }
+                i = j + 1;
+            } else {
+                i += 1;
+            }
+        }
+        Source {
+            path: path.to_owned(),
+            text,
+            code,
+        }
+    }
+
+    /// Every `fn`: its name, whether it is a test, and its body's range.
+    fn functions(&self) -> Vec<Function> {
+        let code = &self.code;
+        let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+        let mut found = Vec::new();
+        for i in 0..code.len().saturating_sub(3) {
+            if !(code[i] == 'f' && code[i + 1] == 'n' && code[i + 2].is_whitespace())
+                || (i > 0 && is_ident(code[i - 1]))
+            {
+                continue;
+            }
+            let mut j = i + 2;
+            while j < code.len() && code[j].is_whitespace() {
+                j += 1;
+            }
+            let name: String = code[j..].iter().take_while(|c| is_ident(**c)).collect();
+            if name.is_empty() {
+                continue;
+            }
+            // The body: the first `{` outside parentheses (a `;` first: no body).
+            let mut parens = 0;
+            let mut open = None;
+            for (k, c) in code.iter().enumerate().skip(j) {
+                match c {
+                    '(' => parens += 1,
+                    ')' => parens -= 1,
+                    ';' if parens == 0 => break,
+                    '{' if parens == 0 => {
+                        open = Some(k);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(open) = open else { continue };
+            let mut depth = 0;
+            let mut close = open;
+            for (k, c) in code.iter().enumerate().skip(open) {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = k;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Attributes: the code between the previous item boundary and `fn`.
+            let head_start = code[..i]
+                .iter()
+                .rposition(|c| matches!(c, '}' | ';' | '{'))
+                .map_or(0, |p| p + 1);
+            let head: String = code[head_start..i].iter().collect();
+            found.push(Function {
+                name,
+                is_test: head.contains("#[test]") || head.contains("#[tokio::test"),
+                body: open..close + 1,
+            });
+        }
+        found
+    }
+}
+
+struct Function {
+    name: String,
+    is_test: bool,
+    body: std::ops::Range<usize>,
+}
+
+/// What one function's own body shows it needs.
+#[derive(Default, Clone)]
+struct Needs {
+    /// Programs named by `require_program("x", …)` or `Command::new("x")`.
+    programs: BTreeSet<String>,
+    /// Scripts spawned as programs (`Command::new(….join("scripts/x"))`).
+    spawned_scripts: BTreeSet<String>,
+    /// Scripts run through `Command::new("bash")`.
+    interpreted_scripts: BTreeSet<String>,
+    /// Names of the functions it calls.
+    calls: BTreeSet<String>,
+    reads_compose_file: bool,
+    spawns_bash: bool,
+}
+
+fn needs_of(source: &Source, function: &Function) -> Needs {
+    let text = &source.text[function.body.clone()];
+    let code = &source.code[function.body.clone()];
+    // String literals: their quotes survive in `code`, their contents only
+    // in `text`. (opening quote, value)
+    let mut literals: Vec<(usize, String)> = Vec::new();
+    let mut open = None;
+    for (i, c) in code.iter().enumerate() {
+        if *c == '"' {
+            match open.take() {
+                None => open = Some(i),
+                Some(start) => literals.push((start, text[start + 1..i].iter().collect())),
+            }
+        }
+    }
+    let literal_at = |i: usize| {
+        literals
+            .iter()
+            .find(|(at, _)| *at == i)
+            .map(|(_, v)| v.clone())
+    };
+    // Where `pattern` occurs in code (not in comments or literals): the
+    // offset just after it.
+    let occurrences = |pattern: &str| -> Vec<usize> {
+        let pattern: Vec<char> = pattern.chars().collect();
+        (0..code.len().saturating_sub(pattern.len()))
+            .filter(|&i| code[i..i + pattern.len()] == pattern[..])
+            .map(|i| i + pattern.len())
+            .collect()
+    };
+    let next_token = |mut i: usize| {
+        while i < code.len() && code[i].is_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let mut needs = Needs::default();
+    for after in occurrences("require_program(") {
+        needs.programs.extend(literal_at(next_token(after)));
+    }
+    for after in occurrences("Command::new(") {
+        if let Some(program) = literal_at(next_token(after)) {
+            needs.spawns_bash |= program == "bash" || program == "sh";
+            needs.programs.insert(program);
+            continue;
+        }
+        // The argument, up to its closing parenthesis.
+        let mut depth = 1;
+        let mut end = after;
+        while end < code.len() && depth > 0 {
+            match code[end] {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            end += 1;
+        }
+        for (at, value) in &literals {
+            if (after..end).contains(at) && value.starts_with("scripts/") {
+                needs.spawned_scripts.insert(value.clone());
+            }
+        }
+    }
+    for (_, value) in &literals {
+        if needs.spawns_bash && value.starts_with("scripts/") {
+            needs.interpreted_scripts.insert(value.clone());
+        }
+        needs.reads_compose_file |= value == "process-compose.yaml";
+    }
+    // Calls: a name followed by `(`, not a macro.
+    let mut i = 0;
+    while i < code.len() {
+        if code[i].is_alphabetic() || code[i] == '_' {
+            let start = i;
+            while i < code.len() && (code[i].is_alphanumeric() || code[i] == '_') {
+                i += 1;
+            }
+            if code.get(i) == Some(&'(') {
+                needs.calls.insert(code[start..i].iter().collect());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    needs
+}
+
+/// `.rs` files under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Workspace members: package name → directory, and the workspace
+/// packages each one depends on (dependencies and dev-dependencies).
+fn workspace_packages() -> BTreeMap<String, (PathBuf, BTreeSet<String>)> {
+    let root = e2e::repo_root();
+    let mut manifests = BTreeMap::new();
+    for member in nix_strings(&read("Cargo.toml"), "members") {
+        let member = member.trim_end_matches(',').trim_matches('"').to_owned();
+        let manifest = read(&format!("{member}/Cargo.toml"));
+        let name = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{member}/Cargo.toml: no package name"))
+            .to_owned();
+        manifests.insert(name, (root.join(&member), manifest));
+    }
+    let names: BTreeSet<String> = manifests.keys().cloned().collect();
+    manifests
+        .into_iter()
+        .map(|(name, (dir, manifest))| {
+            let mut section = "";
+            let mut dependencies = BTreeSet::new();
+            for line in manifest.lines().map(str::trim) {
+                if line.starts_with('[') {
+                    section = line;
+                } else if section == "[dependencies]" || section == "[dev-dependencies]" {
+                    let key = line.split(['.', '=', ' ']).next().unwrap_or_default();
+                    if names.contains(key) && key != name {
+                        dependencies.insert(key.to_owned());
+                    }
+                }
+            }
+            (name, (dir, dependencies))
+        })
+        .collect()
+}
+
+/// A problem that keeps a test from running in the Nix build sandbox.
+fn sandbox_problems(flake: &str) -> Vec<String> {
+    let check = workspace_check(flake);
+    let flags = nix_strings(check, "checkFlags");
+    let skipped: Vec<&String> = flags
+        .iter()
+        .zip(flags.iter().skip(1))
+        .filter(|(flag, _)| *flag == "--skip")
+        .map(|(_, pattern)| pattern)
+        .collect();
+    let available = programs_of(&nix_packages(check, "nativeCheckInputs"));
+    let test_flags = nix_strings(check, "cargoTestFlags");
+    let tested: Vec<&String> = test_flags
+        .iter()
+        .zip(test_flags.iter().skip(1))
+        .filter(|(flag, _)| *flag == "-p")
+        .map(|(_, package)| package)
+        .collect();
+    assert!(
+        !tested.is_empty(),
+        "workspace-tests: no `-p` in cargoTestFlags"
+    );
+
+    let root = e2e::repo_root();
+    let packages = workspace_packages();
+    let compose_programs: BTreeSet<String> =
+        e2e::compose::ComposeFile::load(&root.join("process-compose.yaml"), &|_| None)
+            .processes()
+            .iter()
+            .flat_map(|p| {
+                let mut programs = p.programs();
+                if let Some(exec) = p.readiness.as_ref().and_then(|r| r.exec.as_ref()) {
+                    programs.extend(exec.command.split_whitespace().next().map(str::to_owned));
+                }
+                programs
+            })
+            .filter(|p| PROVIDED_BY.iter().any(|(known, _)| known == p))
+            .collect();
+
+    let mut problems = Vec::new();
+    for package in tested {
+        let (dir, _) = &packages[package.as_str()];
+        // Library code the package's tests can call: its own src/ and that
+        // of the workspace packages it depends on, transitively.
+        let mut libraries = BTreeSet::from([package.clone()]);
+        let mut pending = vec![package.clone()];
+        while let Some(next) = pending.pop() {
+            for dependency in &packages[next.as_str()].1 {
+                if libraries.insert(dependency.clone()) {
+                    pending.push(dependency.clone());
+                }
+            }
+        }
+        let library_sources: Vec<Source> = libraries
+            .iter()
+            .flat_map(|name| rust_files(&packages[name.as_str()].0.join("src")))
+            .map(|path| Source::load(&path))
+            .collect();
+        let mut test_files = rust_files(&dir.join("src"));
+        test_files.extend(rust_files(&dir.join("tests")));
+        for file in test_files {
+            let own = Source::load(&file);
+            let mut by_name: BTreeMap<String, Vec<Needs>> = BTreeMap::new();
+            let mut tests = Vec::new();
+            for source in library_sources
+                .iter()
+                .filter(|s| s.path != own.path)
+                .chain([&own])
+            {
+                for function in source.functions() {
+                    let needs = needs_of(source, &function);
+                    if function.is_test && std::ptr::eq(source, &own) {
+                        tests.push((function.name.clone(), needs.clone()));
+                    }
+                    by_name.entry(function.name).or_default().push(needs);
+                }
+            }
+            for (test, direct) in tests {
+                if skipped
+                    .iter()
+                    .any(|pattern| test.contains(pattern.as_str()))
+                {
+                    continue;
+                }
+                // Everything it calls, by name, transitively.
+                let mut all = direct.clone();
+                let mut seen = BTreeSet::new();
+                let mut pending: Vec<String> = direct.calls.iter().cloned().collect();
+                while let Some(name) = pending.pop() {
+                    if !seen.insert(name.clone()) {
+                        continue;
+                    }
+                    for needs in by_name.get(&name).into_iter().flatten() {
+                        all.programs.extend(needs.programs.iter().cloned());
+                        all.spawned_scripts
+                            .extend(needs.spawned_scripts.iter().cloned());
+                        all.interpreted_scripts
+                            .extend(needs.interpreted_scripts.iter().cloned());
+                        all.reads_compose_file |= needs.reads_compose_file;
+                        all.spawns_bash |= needs.spawns_bash;
+                        pending.extend(needs.calls.iter().cloned());
+                    }
+                }
+                let place = format!(
+                    "{} `{test}`",
+                    file.strip_prefix(&root).unwrap_or(&file).display()
+                );
+                let mut programs = all.programs.clone();
+                for script in &all.spawned_scripts {
+                    let text = read(script);
+                    let shebang = text.lines().next().unwrap_or_default();
+                    if !shebang.starts_with("#!/bin/sh") {
+                        problems.push(format!(
+                            "{place} spawns {script} through its `{shebang}` line; the Linux \
+                             build sandbox has only /bin/sh (no /usr/bin/env): run it with \
+                             `bash {script}`, or skip the test in workspace-tests"
+                        ));
+                    }
+                }
+                for script in all.spawned_scripts.iter().chain(&all.interpreted_scripts) {
+                    programs.extend(script_programs(&read(script)));
+                }
+                if all.reads_compose_file && all.spawns_bash {
+                    programs.extend(compose_programs.iter().cloned());
+                }
+                for program in programs {
+                    if BUILD_ENVIRONMENT.contains(&program.as_str()) || available.contains(&program)
+                    {
+                        continue;
+                    }
+                    match PROVIDED_BY.iter().find(|(p, _)| *p == program) {
+                        Some((_, package)) => problems.push(format!(
+                            "{place} needs `{program}`: add pkgs.{package} to workspace-tests' \
+                             nativeCheckInputs, or skip the test there"
+                        )),
+                        None => problems.push(format!(
+                            "{place} needs `{program}`, which neither the build environment nor \
+                             a package of nix_flake.rs's PROVIDED_BY provides"
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Every test the `workspace-tests` check runs can run in the Nix build
+/// sandbox. The rule, read from flake.nix and the test sources:
+///
+/// - the check runs every test (`#[test]`, `#[tokio::test]`) in `src/` and
+///   `tests/` of the packages its `cargoTestFlags` name, except those whose
+///   name contains a `--skip` pattern of its `checkFlags`;
+/// - what a test needs is what its body, and every function it calls (by
+///   name, in its file and in the `src/` of its package and the workspace
+///   packages that one depends on), names: a program in
+///   `require_program("x", …)` or `Command::new("x")`; a script
+///   `"scripts/…"` spawned by `Command::new(…)`, which must start with
+///   `#!/bin/sh` (the Linux sandbox has no `/usr/bin/env`), or run through
+///   `Command::new("bash")`; the programs those scripts run
+///   ([`script_programs`]); and, for a test that reads process-compose.yaml
+///   and runs `bash`, the programs of its commands and exec probes;
+/// - each program must come from the build environment
+///   ([`BUILD_ENVIRONMENT`]) or from a package of `nativeCheckInputs`
+///   ([`PROVIDED_BY`] says which package provides which program).
+///
+/// It reads names, not types: a call may resolve to several functions of
+/// the same name, which can only add needs.
+#[test]
+fn every_test_the_nix_check_runs_can_run_in_the_sandbox() {
+    let problems = sandbox_problems(&read("flake.nix"));
+    assert!(
+        problems.is_empty(),
+        "tests the Nix check `workspace-tests` runs but cannot pass in its sandbox:\n  {}",
+        problems.join("\n  ")
     );
 }
