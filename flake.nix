@@ -101,17 +101,20 @@
 
           platform = pkgs.writeShellApplication {
             name = "payment-platform";
+            # GNU coreutils: the same mkdir and realpath on macOS as on Linux.
             runtimeInputs = (lib.attrValues servicePackages) ++ [
               pkgs.process-compose
               pkgs.redis
               pkgs.caddy
+              pkgs.coreutils
             ];
             text = ''
               # Data (Redis' append-only file) stays outside the store, in
-              # ./.data of the directory `nix run` was started from.
-              PLATFORM_DATA_DIR="$(realpath -m "''${PLATFORM_DATA_DIR:-.data}")"
+              # ./.data of the directory `nix run` was started from. Created
+              # first, so realpath needs no GNU-only -m.
+              mkdir -p "''${PLATFORM_DATA_DIR:-.data}"
+              PLATFORM_DATA_DIR="$(realpath "''${PLATFORM_DATA_DIR:-.data}")"
               export PLATFORM_DATA_DIR
-              mkdir -p "$PLATFORM_DATA_DIR"
               # The yaml names config/ and caddy/ relative to its directory.
               cd ${runtimeFiles} || exit 1
               exec process-compose up --config process-compose.yaml "$@"
