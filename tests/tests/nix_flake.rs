@@ -982,3 +982,84 @@ fn every_test_the_nix_check_runs_can_run_in_the_sandbox() {
         problems.join("\n  ")
     );
 }
+
+// ------------------------------------------------------------ NixOS module
+
+/// `(name, block)` of every `name = mkOption { … }` of the module.
+fn module_options(module: &str) -> Vec<(String, &str)> {
+    module
+        .match_indices("mkOption {")
+        .map(|(at, _)| {
+            let name = module[..at]
+                .trim_end()
+                .trim_end_matches('=')
+                .trim_end()
+                .rsplit(char::is_whitespace)
+                .next()
+                .unwrap()
+                .to_owned();
+            (name, nix_block(&module[at..], "mkOption {"))
+        })
+        .collect()
+}
+
+#[test]
+fn every_module_option_has_a_description() {
+    let module = read("nix/module.nix");
+    let options = module_options(&module);
+    assert!(options.len() > 10, "the module's options were not found");
+    for (name, block) in options {
+        assert!(
+            block.contains("description ="),
+            "nix/module.nix: option {name} has no description"
+        );
+    }
+}
+
+/// A path option made a string with `toString` loses its store reference:
+/// the file is then not in the system closure (missing on a remote deploy,
+/// gone after garbage collection). `"${cfg.x}"` keeps it.
+#[test]
+fn module_keeps_path_options_in_the_closure() {
+    let module = read("nix/module.nix");
+    for (name, block) in module_options(&module) {
+        if block.contains("types.path") {
+            assert!(
+                !module.contains(&format!("toString cfg.{name}")),
+                "nix/module.nix: `toString cfg.{name}` drops the store reference; write \"${{cfg.{name}}}\""
+            );
+        }
+    }
+}
+
+/// Under systemd Caddy runs in `/`: a Caddyfile placeholder whose default
+/// is a relative path (`{$DASHBOARD_DIR:dashboard/public}`) would resolve
+/// there. The module sets each such variable, to a path in the store.
+#[test]
+fn module_sets_every_caddyfile_variable_whose_default_is_a_relative_path() {
+    let caddyfile = read("caddy/Caddyfile");
+    let module = read("nix/module.nix");
+    let environment = nix_block(&module, "caddy.environment = {");
+    let mut relative = 0;
+    for placeholder in caddyfile.split("{$").skip(1) {
+        let placeholder = placeholder.split('}').next().unwrap();
+        let Some((name, default)) = placeholder.split_once(':') else {
+            continue;
+        };
+        if !default.contains('/') || default.starts_with('/') {
+            continue;
+        }
+        relative += 1;
+        let value = environment
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name} = ")))
+            .unwrap_or_else(|| {
+                panic!("nix/module.nix: caddy.environment does not set {name} (default {default:?} is relative to Caddy's working directory)")
+            });
+        assert!(
+            value.starts_with("\"${../"),
+            "nix/module.nix: {name} = {value}: use the store path of the repository's directory (\"${{../{default}}}\")"
+        );
+    }
+    assert!(relative > 0, "no relative default found in the Caddyfile");
+}
