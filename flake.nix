@@ -161,6 +161,8 @@
               pkgs.caddy
               pkgs.httpie
               pkgs.jq
+              # scripts/dev-reload asks process-compose's API with curl.
+              pkgs.curl
               pkgs.watchexec
               # `cargo run --release -p bench` drives HTTP load with wrk
               # (redis-benchmark comes with redis).

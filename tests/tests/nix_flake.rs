@@ -983,6 +983,32 @@ fn every_test_the_nix_check_runs_can_run_in_the_sandbox() {
     );
 }
 
+// ------------------------------------------------------------ the dev shell
+
+/// README's dev loop runs in `nix develop`: the dev shell has every program
+/// the scripts in scripts/ run (as [`script_programs`] finds them).
+#[test]
+fn the_dev_shell_has_every_program_the_scripts_run() {
+    let flake = read("flake.nix");
+    let shell = nix_block(&flake, "devShells.default = pkgs.mkShell {");
+    let available = programs_of(&nix_packages(shell, "packages"));
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(e2e::repo_root().join("scripts"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    scripts.sort();
+    for script in scripts {
+        let text = std::fs::read_to_string(&script).unwrap();
+        let name = script.file_name().unwrap().to_string_lossy();
+        for program in script_programs(&text) {
+            assert!(
+                available.contains(&program),
+                "scripts/{name} runs `{program}`, which the dev shell (flake.nix devShells.default) lacks"
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------ NixOS module
 
 /// `(name, block)` of every `name = mkOption { … }` of the module.
