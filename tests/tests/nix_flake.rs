@@ -1089,3 +1089,100 @@ fn module_sets_every_caddyfile_variable_whose_default_is_a_relative_path() {
     }
     assert!(relative > 0, "no relative default found in the Caddyfile");
 }
+
+// ------------------------------------------------ the process-compose check
+
+/// process-compose's `availability` keys (v1.85.0, src/types/process.go,
+/// RestartPolicyConfig).
+const AVAILABILITY_KEYS: &[&str] = &[
+    "restart",
+    "backoff_seconds",
+    "max_restarts",
+    "exit_on_end",
+    "exit_on_skipped",
+];
+
+/// The flake's process-compose check: process-compose exits with the
+/// walkthrough's status (`exit_on_end`; `exit_on_skipped`, so a dependency
+/// that never becomes healthy ends the run at once with status 1 instead of
+/// waiting out the timeout), and the check's script propagates it.
+#[test]
+fn the_process_compose_check_fails_when_the_walkthrough_does() {
+    let flake = read("flake.nix");
+    let start = flake
+        .find("pkgs.runCommand \"process-compose-walkthrough\"")
+        .expect("the process-compose check");
+    let check = &flake[start..start + flake[start..].find("'';").unwrap()];
+
+    let heredoc = check
+        .split_once("<<'YAML'\n")
+        .expect("walkthrough.yaml written by a <<'YAML' here-document")
+        .1;
+    let lines: Vec<&str> = heredoc.lines().take_while(|l| l.trim() != "YAML").collect();
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap();
+    let yaml: String = lines
+        .iter()
+        .map(|l| format!("{}\n", l.get(indent..).unwrap_or_default()))
+        .collect();
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).expect("walkthrough.yaml");
+    let processes = yaml["processes"].as_mapping().expect("processes");
+    assert_eq!(processes.len(), 1, "one test process");
+    let (name, walkthrough) = processes.iter().next().unwrap();
+    let availability = walkthrough["availability"]
+        .as_mapping()
+        .expect("the test process has availability");
+    for key in availability.keys() {
+        let key = key.as_str().unwrap();
+        assert!(
+            AVAILABILITY_KEYS.contains(&key),
+            "{name:?}: process-compose has no availability key {key:?}"
+        );
+    }
+    for key in ["exit_on_end", "exit_on_skipped"] {
+        assert_eq!(
+            availability
+                .get(key)
+                .and_then(serde_yaml_ng::Value::as_bool),
+            Some(true),
+            "{name:?}: availability.{key} must be true"
+        );
+    }
+    let stack: BTreeSet<String> =
+        e2e::compose::ComposeFile::load(&e2e::repo_root().join("process-compose.yaml"), &|_| None)
+            .processes()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+    for dependency in walkthrough["depends_on"]
+        .as_mapping()
+        .expect("depends_on")
+        .keys()
+    {
+        let dependency = dependency.as_str().unwrap();
+        assert!(
+            stack.contains(dependency),
+            "{name:?} depends on {dependency:?}, which process-compose.yaml does not run"
+        );
+    }
+
+    // The `process-compose up` command, with its continuation lines.
+    let up_start = check
+        .find("process-compose up")
+        .expect("process-compose up");
+    let mut up = String::new();
+    for line in check[up_start..].lines() {
+        up.push_str(line.trim());
+        if !line.trim_end().ends_with('\\') {
+            break;
+        }
+    }
+    assert!(
+        !up.contains("||"),
+        "the check must fail with process-compose's status, not ignore it: {up}"
+    );
+}
