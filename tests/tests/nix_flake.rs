@@ -1,8 +1,13 @@
 //! What can be checked of the Nix files without Nix fetching nixpkgs: the
-//! lock file's shape and pin, and that every nixpkgs attribute the flake
-//! and the NixOS module use is one we verified against nixpkgs' sources.
-//! (`nix-instantiate --parse` runs in `.ci/run`, as does the comparison of
-//! the lock with the team's shared pin.)
+//! lock file's shape and pin, that every nixpkgs attribute the flake and
+//! the NixOS module use is one we verified against nixpkgs' sources, and
+//! the defects a real `nix build` / `nix flake check` / NixOS deploy would
+//! hit: a build source that lacks what cargo reads, a check that runs tests
+//! its sandbox cannot pass, a check that ignores its supervisor's status,
+//! module options that lose store references or resolve against `/`, and a
+//! `rust-version` newer than the pinned compiler. (`nix-instantiate
+//! --parse` runs in `.ci/run`, as does the comparison of the lock with the
+//! team's shared pin.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1185,4 +1190,65 @@ fn the_process_compose_check_fails_when_the_walkthrough_does() {
         !up.contains("||"),
         "the check must fail with process-compose's status, not ignore it: {up}"
     );
+}
+
+// ------------------------------------------------------------------ rustc
+
+fn version(text: &str) -> (u64, u64, u64) {
+    let mut parts = text.split('.').map(|p| {
+        p.parse::<u64>()
+            .unwrap_or_else(|_| panic!("{text:?} is not a version"))
+    });
+    let mut next = || parts.next().unwrap_or(0);
+    (next(), next(), next())
+}
+
+/// The workspace's `rust-version` is no newer than the rustc of the pinned
+/// nixpkgs (nix/verified-attributes.txt's `rustc` line records it, read in
+/// nixpkgs' sources), so clippy's `incompatible_msrv` flags any std API that
+/// compiler lacks; and no locked dependency needs a newer rustc than
+/// `rust-version` (cargo checks that only when it resolves, not for an
+/// existing Cargo.lock).
+#[test]
+fn rust_version_is_no_newer_than_the_pinned_rustc_and_every_dependency_builds_with_it() {
+    let verified = read("nix/verified-attributes.txt");
+    let rustc_line = verified
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("rustc"))
+        .expect("a rustc line in nix/verified-attributes.txt");
+    let pinned = rustc_line
+        .split_once("builds version ")
+        .map(|(_, rest)| rest.split(|c: char| !(c.is_ascii_digit() || c == '.')).next().unwrap())
+        .unwrap_or_else(|| {
+            panic!("nix/verified-attributes.txt: the rustc line says which version the pinned nixpkgs `builds version X.Y.Z`")
+        })
+        .trim_end_matches('.');
+    let manifest = read("Cargo.toml");
+    let msrv = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("workspace rust-version");
+    assert!(
+        version(msrv) <= version(pinned),
+        "Cargo.toml: rust-version {msrv} is newer than the pinned nixpkgs' rustc {pinned}"
+    );
+
+    let metadata = run_ok(
+        cargo()
+            .args(["metadata", "--format-version", "1", "--locked"])
+            .current_dir(e2e::repo_root()),
+        "cargo metadata",
+    );
+    let metadata: Value = serde_json::from_str(&metadata).unwrap();
+    for package in metadata["packages"].as_array().unwrap() {
+        if let Some(needed) = package["rust_version"].as_str() {
+            assert!(
+                version(needed) <= version(msrv),
+                "Cargo.lock: {} {} needs rustc {needed}, newer than rust-version {msrv}",
+                package["name"],
+                package["version"]
+            );
+        }
+    }
 }
