@@ -34,8 +34,8 @@
           # Only what the build and tests read: no target/, no .data/, no result
           # links. Every workspace member of Cargo.toml must be in sourcePaths,
           # with every file a crate include_str!s. tests/tests/nix_flake.rs
-          # reads both lists, copies exactly that set and builds it there: keep
-          # them lists of plain paths.
+          # reads both lists, copies exactly that set and runs cargo metadata
+          # and cargo check on it: keep them lists of plain paths.
           sourcePaths = [
             ./Cargo.toml
             ./Cargo.lock
