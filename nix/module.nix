@@ -90,12 +90,19 @@ in
     gatewayPort = mkOption {
       type = types.port;
       default = 8000;
-      description = "Port Caddy listens on (PLATFORM_PORT).";
+      description = "Port Caddy listens on (PLATFORM_PORT), on every interface.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open gatewayPort in the firewall, so the gateway is reachable from other hosts. Every service port stays on loopback.";
     };
 
     authApiPort = mkOption {
       type = types.port;
       default = 7101;
+      description = "Port auth-api listens on, on loopback (AUTH_API_ADDR).";
     };
 
     coreApi = {
@@ -107,6 +114,7 @@ in
       replicas = mkOption {
         type = types.ints.positive;
         default = 2;
+        description = "Number of core-api units (payment-core-api-N); Caddy balances over all of them.";
       };
     };
 
@@ -119,6 +127,7 @@ in
       replicas = mkOption {
         type = types.ints.positive;
         default = 2;
+        description = "Number of psp-connector units (payment-psp-connector-N), consumers of one Redis consumer group.";
       };
       pspUrl = mkOption {
         type = types.str;
@@ -137,6 +146,7 @@ in
       port = mkOption {
         type = types.port;
         default = 7401;
+        description = "Port the PSP sandbox listens on, on loopback (PSP_SANDBOX_ADDR).";
       };
     };
 
@@ -149,6 +159,7 @@ in
       port = mkOption {
         type = types.port;
         default = 6390;
+        description = "Port of the Redis server, on loopback.";
       };
     };
 
@@ -176,7 +187,9 @@ in
           needsSecrets = true;
           environment = {
             AUTH_API_ADDR = "127.0.0.1:${toString cfg.authApiPort}";
-            AUTH_USERS_FILE = toString cfg.usersFile;
+            # Interpolated, not toString: a path in the store stays a
+            # reference, so the file is part of the system closure.
+            AUTH_USERS_FILE = "${cfg.usersFile}";
             AUTH_TOKEN_TTL_SECS = toString cfg.tokenTtlSecs;
             REDIS_URL = redisUrl;
           };
@@ -222,12 +235,17 @@ in
       // lib.optionalAttrs cfg.caddy.enable {
         caddy.environment = {
           PLATFORM_PORT = toString cfg.gatewayPort;
+          # Caddy runs in /: the Caddyfile's default (dashboard/public,
+          # relative) would answer 404 for /_dashboard.
+          DASHBOARD_DIR = "${../dashboard/public}";
           AUTH_API_UPSTREAMS = "127.0.0.1:${toString cfg.authApiPort}";
           CORE_API_UPSTREAMS = lib.concatMapStringsSep " " (
             n: "127.0.0.1:${toString (cfg.coreApi.basePort + n)}"
           ) (lib.genList (n: n) cfg.coreApi.replicas);
         };
       };
+
+    networking.firewall.allowedTCPPorts = lib.optional cfg.openFirewall cfg.gatewayPort;
 
     services.caddy = mkIf cfg.caddy.enable {
       enable = true;
