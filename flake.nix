@@ -190,27 +190,27 @@
               ];
               # The dashboard's browser tests need Chromium and Playwright
               # from npm, and schema fuzzing a pinned schemathesis from PyPI;
-              # the build sandbox can fetch neither. The dev-reload tests run
-              # scripts/dev-reload through its `#!/usr/bin/env bash` line (the
-              # Linux sandbox has no /usr/bin/env) and the script needs curl.
-              # The source-set test copies the git checkout this source has
-              # no .git of (and this source is that set). CI runs them all;
-              # tests/tests/nix_flake.rs checks that the rest can run here.
+              # the build sandbox can fetch neither. The source-set test
+              # copies the git checkout this source has no .git of (and this
+              # source is that set). CI runs them all; tests/tests/nix_flake.rs
+              # checks that the rest can run here. Every stack runs under
+              # process-compose (the suite accepts this pin's version).
               checkFlags = [
                 "--skip"
                 "dashboard_"
                 "--skip"
                 "conform_to_their_schemas"
                 "--skip"
-                "dev_reload_"
-                "--skip"
                 "the_nix_source_set_builds"
               ];
               nativeCheckInputs = [
                 pkgs.redis
                 pkgs.caddy
+                pkgs.process-compose
                 pkgs.httpie
                 pkgs.jq
+                pkgs.curl
+                pkgs.tmux
               ];
               installPhase = "touch $out";
             };
@@ -288,7 +288,7 @@
                         psp-sandbox:
                           condition: process_healthy
                   YAML
-                  timeout 300 process-compose up -t=false --port 18080 \
+                  PC_PORT_NUM=18080 timeout 300 process-compose up -t=false \
                     --config process-compose.yaml --config walkthrough.yaml
                   touch $out
                 '';

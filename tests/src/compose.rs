@@ -362,7 +362,10 @@ mod tests {
     fn load_time_expansion() {
         let lookup = |name: &str| (name == "HOME").then(|| "/h".to_owned());
         assert_eq!(
-            expand_load_time("a $HOME ${HOME} $$HOME $${X:-1} $UNSET ${UNSET:-7} ${HOME:-7}.", &lookup),
+            expand_load_time(
+                "a $HOME ${HOME} $$HOME $${X:-1} $UNSET ${UNSET:-7} ${HOME:-7}.",
+                &lookup
+            ),
             "a /h /h $HOME ${X:-1}  7 /h."
         );
     }

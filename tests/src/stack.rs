@@ -75,8 +75,9 @@ pub fn port_variables(file: &Path) -> Vec<PortVariable> {
         let Some((default, _)) = rest.split_once('}') else {
             continue;
         };
-        let is_port =
-            name.ends_with("_PORT") || name.ends_with("_PORT_NUM") || name.ends_with("_PORT_PREFIX");
+        let is_port = name.ends_with("_PORT")
+            || name.ends_with("_PORT_NUM")
+            || name.ends_with("_PORT_PREFIX");
         if !is_port || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
             continue;
         }
@@ -89,7 +90,8 @@ pub fn port_variables(file: &Path) -> Vec<PortVariable> {
         };
         match found.iter().find(|v| v.name == variable.name) {
             Some(seen) => assert_eq!(
-                seen.default, variable.default,
+                seen.default,
+                variable.default,
                 "{name} has two defaults in {}",
                 file.display()
             ),
@@ -135,7 +137,8 @@ impl Stack {
         loop {
             let options = options.clone();
             let process_compose = process_compose.clone();
-            let boot = tokio::task::spawn_blocking(move || Self::try_boot(&process_compose, options));
+            let boot =
+                tokio::task::spawn_blocking(move || Self::try_boot(&process_compose, options));
             match boot.await.expect("boot thread") {
                 Ok(stack) => return stack,
                 Err(collision) if attempt < 3 => {
@@ -192,7 +195,10 @@ impl Stack {
             ),
             (
                 "PC_LOG_FILE".into(),
-                dir.path().join("logs/process-compose.log").display().to_string(),
+                dir.path()
+                    .join("logs/process-compose.log")
+                    .display()
+                    .to_string(),
             ),
         ];
         environment.extend(ports.iter().map(|(k, v)| (k.clone(), v.to_string())));
@@ -210,11 +216,17 @@ impl Stack {
         }
         let (supervisor, tmux_session) = if options.tui {
             let session = format!("stack-{}", api.port);
-            let mut command = format!("cd {} && exec env -i", shell_quote(&root.display().to_string()));
+            let mut command = format!(
+                "cd {} && exec env -i",
+                shell_quote(&root.display().to_string())
+            );
             for (k, v) in &environment {
                 command.push_str(&format!(" {k}={}", shell_quote(v)));
             }
-            command.push_str(&format!(" {}", shell_quote(&process_compose.display().to_string())));
+            command.push_str(&format!(
+                " {}",
+                shell_quote(&process_compose.display().to_string())
+            ));
             for arg in &args {
                 command.push_str(&format!(" {}", shell_quote(arg)));
             }
@@ -269,16 +281,23 @@ impl Stack {
             if let Some(status) = self.supervisor_exit() {
                 let out = self.supervisor_output();
                 if out.contains("address already in use") {
-                    return Err(format!("process-compose could not bind its API port: {out}"));
+                    return Err(format!(
+                        "process-compose could not bind its API port: {out}"
+                    ));
                 }
-                panic!("process-compose exited with {status} during start-up:\n{out}\n{}", self.all_logs());
+                panic!(
+                    "process-compose exited with {status} during start-up:\n{out}\n{}",
+                    self.all_logs()
+                );
             }
             if let Ok(states) = self.api.processes()
                 && !states.is_empty()
             {
                 for state in &states {
                     let log = self.log(&state.name);
-                    if log.contains("address already in use") || log.contains("Address already in use") {
+                    if log.contains("address already in use")
+                        || log.contains("Address already in use")
+                    {
                         return Err(format!("{} could not bind its port", state.name));
                     }
                     if state.has_ended() || state.restarts > 0 {
@@ -296,10 +315,16 @@ impl Stack {
                     return Ok(states);
                 }
                 if Instant::now() > deadline {
-                    panic!("stack not ready within {BOOT_TIMEOUT:?}: {states:#?}\n{}", self.all_logs());
+                    panic!(
+                        "stack not ready within {BOOT_TIMEOUT:?}: {states:#?}\n{}",
+                        self.all_logs()
+                    );
                 }
             } else if Instant::now() > deadline {
-                panic!("process-compose API not answering within {BOOT_TIMEOUT:?}:\n{}", self.supervisor_output());
+                panic!(
+                    "process-compose API not answering within {BOOT_TIMEOUT:?}:\n{}",
+                    self.supervisor_output()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -312,13 +337,20 @@ impl Stack {
 
     /// What process-compose itself printed (headless) and logged.
     pub fn supervisor_output(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join("logs").join(name)).unwrap_or_default();
-        format!("{}{}", read("process-compose.out"), tail(&read("process-compose.log"), 40))
+        let read = |name: &str| {
+            std::fs::read_to_string(self.dir.path().join("logs").join(name)).unwrap_or_default()
+        };
+        format!(
+            "{}{}",
+            read("process-compose.out"),
+            tail(&read("process-compose.log"), 40)
+        )
     }
 
     /// process-compose's own log (JSON lines: starts, exits, restarts).
     pub fn supervisor_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("logs/process-compose.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("logs/process-compose.log"))
+            .unwrap_or_default()
     }
 
     /// The REST API of this stack's process-compose.
@@ -373,7 +405,8 @@ impl Stack {
     /// Everything `name` has written to stdout and stderr so far, one line
     /// per line it wrote (from the log file process-compose keeps).
     pub fn log(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("logs/processes.log")).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.path().join("logs/processes.log")).unwrap_or_default();
         let mut out = String::new();
         for line in text.lines() {
             let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -390,7 +423,11 @@ impl Stack {
     pub fn all_logs(&self) -> String {
         let mut names: Vec<String> = self.names.clone();
         if names.is_empty() {
-            names = self.api.processes().map(|s| s.into_iter().map(|s| s.name).collect()).unwrap_or_default();
+            names = self
+                .api
+                .processes()
+                .map(|s| s.into_iter().map(|s| s.name).collect())
+                .unwrap_or_default();
         }
         names
             .iter()
@@ -434,7 +471,10 @@ impl Stack {
             if exited {
                 return (state.exit_code != -1).then_some(state.exit_code);
             }
-            assert!(Instant::now() < deadline, "{name} did not exit within {timeout:?}: {state:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not exit within {timeout:?}: {state:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -516,7 +556,13 @@ impl Drop for Stack {
         let pids: Vec<u32> = self
             .api
             .processes()
-            .map(|states| states.into_iter().map(|s| s.pid).filter(|&p| p != 0).collect())
+            .map(|states| {
+                states
+                    .into_iter()
+                    .map(|s| s.pid)
+                    .filter(|&p| p != 0)
+                    .collect()
+            })
             .unwrap_or_default();
         if self.api.call("GET", "/live").is_ok() {
             let _ = self.api.call("POST", "/project/stop");
@@ -529,10 +575,17 @@ impl Drop for Stack {
         }
         // Nothing outlives the test, even if process-compose could not stop it.
         for pid in pids {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
         }
         if let Some(session) = &self.tmux_session {
-            let _ = Command::new("tmux").args(["kill-session", "-t", session]).stderr(Stdio::null()).status();
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", session])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -548,7 +601,10 @@ fn override_yaml(dir: &Path, options: &StackOptions) -> String {
     let mut by_process: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (process, variable, value) in &options.env {
         // process-compose's merge splits each entry at every `=`.
-        assert!(!value.contains('='), "{variable}: an override value cannot contain '='");
+        assert!(
+            !value.contains('='),
+            "{variable}: an override value cannot contain '='"
+        );
         by_process
             .entry(process)
             .or_default()
@@ -559,7 +615,10 @@ fn override_yaml(dir: &Path, options: &StackOptions) -> String {
         for (process, entries) in by_process {
             yaml.push_str(&format!("  {process}:\n    environment:\n"));
             for entry in entries {
-                yaml.push_str(&format!("      - {}\n", serde_json::to_string(&entry).unwrap()));
+                yaml.push_str(&format!(
+                    "      - {}\n",
+                    serde_json::to_string(&entry).unwrap()
+                ));
             }
         }
     }
@@ -614,10 +673,18 @@ mod tests {
     fn port_variables_come_from_the_file_with_their_defaults() {
         let variables = port_variables(&crate::repo_root().join("process-compose.yaml"));
         let names: Vec<&str> = variables.iter().map(|v| v.name.as_str()).collect();
-        for expected in ["PLATFORM_PORT", "REDIS_PORT", "CORE_API_PORT_PREFIX", "PC_PORT_NUM"] {
+        for expected in [
+            "PLATFORM_PORT",
+            "REDIS_PORT",
+            "CORE_API_PORT_PREFIX",
+            "PC_PORT_NUM",
+        ] {
             assert!(names.contains(&expected), "{expected} not in {names:?}");
         }
-        let core = variables.iter().find(|v| v.name == "CORE_API_PORT_PREFIX").unwrap();
+        let core = variables
+            .iter()
+            .find(|v| v.name == "CORE_API_PORT_PREFIX")
+            .unwrap();
         assert!(core.is_prefix());
         assert_eq!(core.default, 720);
     }
@@ -628,8 +695,13 @@ mod tests {
             Path::new("/tmp/x"),
             &StackOptions::default().env("psp-sandbox", "PSP_LATENCY_MS", "50"),
         );
-        assert!(yaml.contains("  psp-sandbox:\n    environment:\n      - \"PSP_LATENCY_MS=50\"\n"), "{yaml}");
-        assert!(yaml.contains("log_location: \"/tmp/x/logs/processes.log\""), "{yaml}");
+        assert!(
+            yaml.contains("  psp-sandbox:\n    environment:\n      - \"PSP_LATENCY_MS=50\"\n"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("log_location: \"/tmp/x/logs/processes.log\""),
+            "{yaml}"
+        );
     }
 }
-

@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 /// `KEY=VALUE` from the repository's `tools.versions`.
 pub fn tool_version(key: &str) -> String {
-    let text = std::fs::read_to_string(crate::repo_root().join("tools.versions"))
-        .expect("tools.versions");
+    let text =
+        std::fs::read_to_string(crate::repo_root().join("tools.versions")).expect("tools.versions");
     text.lines()
         .filter(|line| !line.trim_start().starts_with('#'))
         .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))

@@ -387,14 +387,23 @@ fn dev_reload_restarts_only_the_changed_binary_one_replica_at_a_time() {
     println!("{output}");
     assert!(ok, "{output}");
     while supervisor.alpha_says(0) != "second" || supervisor.alpha_says(1) != "second" {
-        assert!(edited.elapsed() < Duration::from_secs(60), "new build not serving");
+        assert!(
+            edited.elapsed() < Duration::from_secs(60),
+            "new build not serving"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let serving = edited.elapsed();
-    eprintln!("dev-reload: edit → new binary serving on both replicas in {:.1} s", serving.as_secs_f64());
+    eprintln!(
+        "dev-reload: edit → new binary serving on both replicas in {:.1} s",
+        serving.as_secs_f64()
+    );
 
     assert_eq!(changed_line(&output), "alpha", "{output}");
-    assert!(output.contains("dev-reload: done: alpha reloaded"), "{output}");
+    assert!(
+        output.contains("dev-reload: done: alpha reloaded"),
+        "{output}"
+    );
     assert_eq!(supervisor.pid("beta"), beta_pid, "beta was restarted");
     assert_ne!(supervisor.pid("alpha-0"), alpha_pids.0);
     assert_ne!(supervisor.pid("alpha-1"), alpha_pids.1);
@@ -405,6 +414,12 @@ fn dev_reload_restarts_only_the_changed_binary_one_replica_at_a_time() {
         .filter(|l| l.starts_with("restarting ") || l.contains(" ready (pid "))
         .collect();
     assert_eq!(order.len(), 4, "{output}");
-    assert!(order[0] == "restarting alpha-0" && order[1].starts_with("alpha-0 ready"), "{order:?}");
-    assert!(order[2] == "restarting alpha-1" && order[3].starts_with("alpha-1 ready"), "{order:?}");
+    assert!(
+        order[0] == "restarting alpha-0" && order[1].starts_with("alpha-0 ready"),
+        "{order:?}"
+    );
+    assert!(
+        order[2] == "restarting alpha-1" && order[3].starts_with("alpha-1 ready"),
+        "{order:?}"
+    );
 }

@@ -55,11 +55,19 @@ async fn bad_bodies_never_take_an_upstream_out_of_the_gateway() {
     // the same at /auth/token (one auth-api); with a valid token and
     // without one (refused before the body is looked at).
     let big = vec![vec![b' '; 40 * 1024], vec![b' '; 40 * 1024]];
-    let anonymous = raw(&stack, &chunked_post(&stack, "/transactions", "x", &big, b"0\r\n\r\n")).await;
+    let anonymous = raw(
+        &stack,
+        &chunked_post(&stack, "/transactions", "x", &big, b"0\r\n\r\n"),
+    )
+    .await;
     assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
     for path in ["/transactions", "/auth/token"] {
         for _ in 0..2 {
-            let answer = raw(&stack, &chunked_post(&stack, path, &token, &big, b"0\r\n\r\n")).await;
+            let answer = raw(
+                &stack,
+                &chunked_post(&stack, path, &token, &big, b"0\r\n\r\n"),
+            )
+            .await;
             assert!(
                 answer.starts_with("HTTP/1.1 413"),
                 "chunked body over 64 KiB at {path}: {answer}"
@@ -72,7 +80,10 @@ async fn bad_bodies_never_take_an_upstream_out_of_the_gateway() {
             let malformed =
                 chunked_post(&stack, path, &token, &[b"{\"a\":".to_vec()], b"zz\r\n\r\n");
             let answer = raw(&stack, &malformed).await;
-            assert!(answer.starts_with("HTTP/1.1 4"), "malformed chunk at {path}: {answer}");
+            assert!(
+                answer.starts_with("HTTP/1.1 4"),
+                "malformed chunk at {path}: {answer}"
+            );
 
             let cut = chunked_post(&stack, path, &token, &[b"{\"a\":".to_vec()], b"ff\r\nabc");
             let _ = tokio::time::timeout(Duration::from_secs(2), raw(&stack, &cut)).await;
@@ -82,7 +93,9 @@ async fn bad_bodies_never_take_an_upstream_out_of_the_gateway() {
     // Every upstream is still in: legitimate requests right after, on every
     // replica (round robin), are all served.
     for i in 0..20 {
-        let response = client::create(&http, &gateway, &token, &body).await.unwrap();
+        let response = client::create(&http, &gateway, &token, &body)
+            .await
+            .unwrap();
         assert_eq!(response.status(), 202, "payment {i} after the bad bodies");
     }
     let token = client::login(&http, &gateway, "bob").await;
@@ -100,7 +113,11 @@ async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() 
     let dashboard = "X-Dashboard: 1\r\n";
 
     // The dashboard's own call: the real process-compose answers.
-    let answer = raw(&stack, &get("/_pc/processes", &format!("{host}{dashboard}"))).await;
+    let answer = raw(
+        &stack,
+        &get("/_pc/processes", &format!("{host}{dashboard}")),
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"core-api-0\""), "{answer}");
     let same_origin = format!("{host}{dashboard}Origin: http://127.0.0.1:{port}\r\n");
@@ -154,7 +171,10 @@ async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() 
             answer.starts_with("HTTP/1.1 403") || answer.starts_with("HTTP/1.1 400"),
             "{what}: {answer}"
         );
-        assert!(answer.contains("\"code\":\"forbidden\"") || answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        assert!(
+            answer.contains("\"code\":\"forbidden\"") || answer.starts_with("HTTP/1.1 400"),
+            "{what}: {answer}"
+        );
     }
     // Nothing was restarted or stopped.
     for name in stack.process_names() {

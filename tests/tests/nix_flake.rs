@@ -402,6 +402,7 @@ const PROVIDED_BY: &[(&str, &str)] = &[
     ("jq", "jq"),
     ("curl", "curl"),
     ("process-compose", "process-compose"),
+    ("tmux", "tmux"),
     ("watchexec", "watchexec"),
     ("wrk", "wrk"),
     ("node", "nodejs"),

@@ -56,7 +56,10 @@ fn strip_ansi(line: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn processes_start_in_dependency_order_and_all_become_ready() {
     let stack = Stack::boot().await;
-    eprintln!("boot (process-compose up → all Ready): {:?}", stack.boot_time);
+    eprintln!(
+        "boot (process-compose up → all Ready): {:?}",
+        stack.boot_time
+    );
 
     let names = stack.process_names().to_vec();
     assert_eq!(
@@ -96,7 +99,10 @@ async fn processes_start_in_dependency_order_and_all_become_ready() {
         "psp-connector-0",
         "psp-connector-1",
     ] {
-        assert!(at("redis") < at(service), "{service} before Redis: {started:?}");
+        assert!(
+            at("redis") < at(service),
+            "{service} before Redis: {started:?}"
+        );
     }
     for connector in ["psp-connector-0", "psp-connector-1"] {
         assert!(at("psp-sandbox") < at(connector), "{started:?}");
@@ -138,14 +144,19 @@ async fn a_killed_core_api_replica_is_restarted_and_only_requests_in_flight_fail
             let mut outcomes: Vec<(String, Result<String, String>)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let key = uuid::Uuid::new_v4().to_string();
-                let outcome = match client::create_with_key(&http, &gateway, &token, &body, &key).await {
-                    Ok(r) if r.status() == 202 => {
-                        let created: Value = r.json().await.unwrap();
-                        Ok(created["id"].as_str().unwrap().to_owned())
-                    }
-                    Ok(r) => Err(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
-                    Err(e) => Err(e.to_string()),
-                };
+                let outcome =
+                    match client::create_with_key(&http, &gateway, &token, &body, &key).await {
+                        Ok(r) if r.status() == 202 => {
+                            let created: Value = r.json().await.unwrap();
+                            Ok(created["id"].as_str().unwrap().to_owned())
+                        }
+                        Ok(r) => Err(format!(
+                            "{} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        )),
+                        Err(e) => Err(e.to_string()),
+                    };
                 outcomes.push((key, outcome));
             }
             outcomes
@@ -153,7 +164,8 @@ async fn a_killed_core_api_replica_is_restarted_and_only_requests_in_flight_fail
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     stack.signal("core-api-0", "KILL");
-    let code = tokio::task::block_in_place(|| stack.wait_exit("core-api-0", Duration::from_secs(5)));
+    let code =
+        tokio::task::block_in_place(|| stack.wait_exit("core-api-0", Duration::from_secs(5)));
     assert_eq!(code, None, "killed by the signal");
 
     // process-compose restarts it (availability: on_failure) and the
@@ -178,14 +190,26 @@ async fn a_killed_core_api_replica_is_restarted_and_only_requests_in_flight_fail
         after.pid,
         after.restarts
     );
-    assert_eq!(after.restarts, before.restarts + 1, "restarted by process-compose");
+    assert_eq!(
+        after.restarts,
+        before.restarts + 1,
+        "restarted by process-compose"
+    );
     assert_ne!(after.pid, before.pid);
-    assert!(outcomes.len() > 100, "the load ran ({} requests)", outcomes.len());
+    assert!(
+        outcomes.len() > 100,
+        "the load ran ({} requests)",
+        outcomes.len()
+    );
     // What may fail: only a request the killed replica had already
     // received (at most one per client), answered 502 by the gateway,
     // which must not retry it (the replica may have acted on it). Every
     // request it never received was retried on the other replica.
-    assert!(failed.len() <= CLIENTS, "{} failed: {failed:?}", failed.len());
+    assert!(
+        failed.len() <= CLIENTS,
+        "{} failed: {failed:?}",
+        failed.len()
+    );
     for (_, outcome) in &failed {
         let error = outcome.as_ref().unwrap_err();
         assert!(error.starts_with("502"), "{error}");
@@ -198,7 +222,9 @@ async fn a_killed_core_api_replica_is_restarted_and_only_requests_in_flight_fail
         let id = match outcome {
             Ok(id) => id.clone(),
             Err(_) => {
-                let r = client::create_with_key(&http, &gateway, &token, &body, key).await.unwrap();
+                let r = client::create_with_key(&http, &gateway, &token, &body, key)
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 202, "retry of a failed request");
                 let created: Value = r.json().await.unwrap();
                 created["id"].as_str().unwrap().to_owned()
@@ -266,7 +292,9 @@ async fn the_terminal_ui_shows_every_process_running_and_ready() {
             })
             .collect();
         if rows.len() == stack.process_names().len()
-            && rows.iter().all(|row| row.contains("Running") && row.contains("Ready"))
+            && rows
+                .iter()
+                .all(|row| row.contains("Running") && row.contains("Ready"))
         {
             break screen;
         }
