@@ -1,8 +1,11 @@
-//! `process-compose.yaml`, read with process-compose's documented semantics.
+//! `process-compose.yaml` read as data, for the static checks of
+//! `tests/tests/compose_file.rs` (every command runs a program we know,
+//! every variable set is read by what it runs, supervision policy): what
+//! process-compose's own `is_strict` cannot know. The stacks themselves run
+//! under the real process-compose ([`crate::stack`]).
 //!
 //! Only the keys the project uses are modelled, each struct denies unknown
-//! fields, and `is_strict: true` is required — so a typo, or a key this
-//! harness does not understand, fails the suite instead of being ignored.
+//! fields, and `is_strict: true` is required.
 //!
 //! Semantics reproduced (process-compose docs): `$VAR`/`${VAR}` expanded in
 //! the whole file at load time and `$$` left as a literal `$` for the shell;

@@ -567,11 +567,11 @@ impl Drop for Stack {
         if self.api.call("GET", "/live").is_ok() {
             let _ = self.api.call("POST", "/project/stop");
         }
-        if self.wait_supervisor(Duration::from_secs(60)).is_none() {
-            if let Some(child) = self.supervisor.lock().unwrap().as_mut() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if self.wait_supervisor(Duration::from_secs(60)).is_none()
+            && let Some(child) = self.supervisor.lock().unwrap().as_mut()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         // Nothing outlives the test, even if process-compose could not stop it.
         for pid in pids {
