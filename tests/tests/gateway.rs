@@ -240,15 +240,26 @@ async fn killing_a_core_api_replica_fails_no_request() {
     let token = login(&client, &gateway, "alice").await;
     let body = payment("4242424242424242", "cus_kill", "order-kill");
 
-    // 500 sequential POSTs and lists; the replica dies after 100.
+    // 500 sequential POSTs and lists; the replica dies after 100 (and is
+    // dead, as process-compose saw it, before the next request: one sent
+    // while it is still dying may have reached it, the in-flight case of
+    // supervisor.rs). Until its restart it is unreachable, but the gateway
+    // has not noticed yet: the next requests find its pooled connections
+    // closed or its port refusing.
     let mut failures = Vec::new();
     let mut killed_at = None;
     for i in 0..500 {
         if i == 100 {
             stack.signal("core-api-0", "KILL");
             killed_at = Some(Instant::now());
+            let code = tokio::task::block_in_place(|| {
+                stack.wait_exit("core-api-0", Duration::from_secs(5))
+            });
+            assert_eq!(code, None, "killed by a signal");
         }
-        let response = if i % 2 == 0 {
+        // Right after the kill, POSTs only: with round robin the first or
+        // second of them is sent to the dead replica.
+        let response = if i % 2 == 0 || (100..110).contains(&i) {
             create(&client, &gateway, &token, &body).await
         } else {
             client
@@ -270,11 +281,6 @@ async fn killing_a_core_api_replica_fails_no_request() {
     assert!(
         failures.is_empty(),
         "requests failed around the kill: {failures:?}"
-    );
-    assert_eq!(
-        stack.wait_exit("core-api-0", Duration::from_secs(1)),
-        None,
-        "killed by a signal"
     );
 }
 
