@@ -625,8 +625,8 @@ fn override_yaml(dir: &Path, options: &StackOptions) -> String {
     yaml
 }
 
-/// A port prefix P whose replica ports P0 and P1 are both free.
-fn free_prefix() -> u16 {
+/// A port prefix P whose replica ports P0 and P1 are both free right now.
+pub fn free_prefix() -> u16 {
     for _ in 0..1000 {
         let prefix = platform::testing::free_port() / 10;
         if (0..2).all(|n| std::net::TcpListener::bind(("127.0.0.1", prefix * 10 + n)).is_ok()) {

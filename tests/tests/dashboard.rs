@@ -175,6 +175,10 @@ fn main() {{
         .unwrap();
     }
 
+    fn supervisor_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pc.log")).unwrap_or_default()
+    }
+
     /// `scripts/dev-reload [args]` in the scratch workspace.
     fn reload(&self, args: &[&str], pc_port: u16) -> (bool, String) {
         self.reload_with(args, pc_port, &[])
@@ -287,7 +291,7 @@ struct ScratchSupervisor {
 impl ScratchSupervisor {
     fn start(scratch: &Scratch) -> ScratchSupervisor {
         let process_compose = e2e::supervisor::process_compose();
-        let alpha_prefix = platform::testing::free_port() / 10;
+        let alpha_prefix = e2e::stack::free_prefix();
         let beta = platform::testing::free_port();
         let yaml = r#"version: "0.5"
 is_strict: true
@@ -371,7 +375,7 @@ fn dev_reload_restarts_only_the_changed_binary_one_replica_at_a_time() {
     let (ok, output) = scratch.reload(&["--no-restart"], 9);
     assert!(ok, "{output}");
     let supervisor = ScratchSupervisor::start(&scratch);
-    assert_eq!(supervisor.alpha_says(0), "first");
+    assert_eq!(supervisor.alpha_says(0), "first", "{}", scratch.supervisor_log());
     let beta_pid = supervisor.pid("beta");
     let alpha_pids = (supervisor.pid("alpha-0"), supervisor.pid("alpha-1"));
 
