@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::stack::Stack;
 
-/// The test cards of the PSP Sandbox (DESIGN §6): none may ever reach a log.
+/// The test cards of the PSP Sandbox (README, after the walkthrough): none may ever reach a log.
 pub const TEST_CARDS: &[&str] = &[
     "4242424242424242",
     "4000000000000002",

@@ -375,7 +375,12 @@ fn dev_reload_restarts_only_the_changed_binary_one_replica_at_a_time() {
     let (ok, output) = scratch.reload(&["--no-restart"], 9);
     assert!(ok, "{output}");
     let supervisor = ScratchSupervisor::start(&scratch);
-    assert_eq!(supervisor.alpha_says(0), "first", "{}", scratch.supervisor_log());
+    assert_eq!(
+        supervisor.alpha_says(0),
+        "first",
+        "{}",
+        scratch.supervisor_log()
+    );
     let beta_pid = supervisor.pid("beta");
     let alpha_pids = (supervisor.pid("alpha-0"), supervisor.pid("alpha-1"));
 

@@ -1,4 +1,4 @@
-//! auth-api's settings (DESIGN §3).
+//! auth-api's settings (docs/architecture.md "Lifecycle").
 
 use std::path::PathBuf;
 use std::time::Duration;

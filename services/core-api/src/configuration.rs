@@ -1,4 +1,4 @@
-//! core-api's settings (DESIGN §3).
+//! core-api's settings (docs/architecture.md "Lifecycle").
 
 use platform::auth::JwtSecret;
 use platform::config::{FromEnv, ListenAddr};

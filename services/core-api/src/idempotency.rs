@@ -1,4 +1,4 @@
-//! `Idempotency-Key` handling (DESIGN §4): per merchant, kept 24 hours.
+//! `Idempotency-Key` handling (docs/architecture.md "Keyspace"): per merchant, kept 24 hours.
 //!
 //! Two phases around the transaction write:
 //! 1. *claim*: `SET … NX GET` atomically reads `idem:{merchant}:{key}` and,

@@ -1,5 +1,5 @@
 //! Core API: accepts, records and queues transactions; lists and filters
-//! them (DESIGN §4, producer side of §5).
+//! them (docs/architecture.md "Request path", producer side of "Queue semantics").
 //!
 //! - [`domain`]: the types requests are parsed into at the edge.
 //! - [`transactions`]: the `/transactions` routes and their Redis access.

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` (DESIGN §4) against the real binary and Redis: replay,
+//! `Idempotency-Key` (docs/architecture.md "Keyspace") against the real binary and Redis: replay,
 //! reuse with another body, per-merchant scope, and a burst of concurrent
 //! requests with one key producing exactly one transaction and message.
 

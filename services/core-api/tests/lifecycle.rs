@@ -1,4 +1,4 @@
-//! Process lifecycle of a real service binary (DESIGN §7), with a real
+//! Process lifecycle of a real service binary (docs/architecture.md "Lifecycle"), with a real
 //! Redis and a real sd_notify socket: configuration errors, `READY=1` only
 //! once the port accepts, `WATCHDOG=1` only while Redis answers,
 //! `STOPPING=1` and exit 0 on SIGTERM.

@@ -1,4 +1,4 @@
-//! psp-connector's settings (DESIGN §3, §5).
+//! psp-connector's settings (docs/architecture.md "Lifecycle", "Queue semantics").
 //!
 //! Beyond the DESIGN table: `CONNECTOR_CLAIM_IDLE_MS` (reclaim messages a
 //! dead consumer left pending after this long), `CONNECTOR_CONSUMER_NAME`

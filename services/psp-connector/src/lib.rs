@@ -1,4 +1,4 @@
-//! PSP Connector: charges queued transactions at the PSP (DESIGN §5).
+//! PSP Connector: charges queued transactions at the PSP (docs/architecture.md "Queue semantics").
 //!
 //! Delivery from the stream is at-least-once; the effect is exactly-once
 //! because every charge carries `Idempotency-Key = transaction id` and

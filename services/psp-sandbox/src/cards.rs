@@ -1,4 +1,4 @@
-//! What the sandbox decides for a card: the test cards of DESIGN §6, and
+//! What the sandbox decides for a card: the test cards (README, after the walkthrough), and
 //! approval for every other well-formed card.
 
 /// The sandbox's decision for one charge.

@@ -1,4 +1,4 @@
-//! psp-sandbox's settings (DESIGN §3, §6).
+//! psp-sandbox's settings (docs/architecture.md "Lifecycle"; test cards listed in the README).
 
 use platform::config::{FromEnv, ListenAddr};
 use serde::{Deserialize, Deserializer};

@@ -1,4 +1,4 @@
-//! PSP Sandbox: a local stand-in for the Payment Service Provider (DESIGN §6).
+//! PSP Sandbox: a local stand-in for the Payment Service Provider (docs/architecture.md "Processes").
 //!
 //! Idempotent charges with the documented test cards, injectable latency
 //! (`PSP_LATENCY_MS`) and faults (`PSP_FAILURE_RATE`), and stats that let

@@ -1,4 +1,4 @@
-//! The transaction as clients see it (DESIGN §4), and its mapping to and
+//! The transaction as clients see it (README walkthrough, `/openapi.json`), and its mapping to and
 //! from the `tx:{id}` hash of [`platform::transaction`].
 
 use std::collections::{BTreeMap, HashMap};

@@ -194,7 +194,7 @@ impl Reply {
     }
 }
 
-/// The example body of DESIGN §4.
+/// The example body of the README walkthrough.
 pub fn valid_body() -> Value {
     json!({
         "amount": 1299,

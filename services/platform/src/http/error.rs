@@ -1,4 +1,4 @@
-//! The one error shape of DESIGN §4:
+//! The one error shape of docs/architecture.md "Errors":
 //! `{"error": {"type", "code", "message", "param"?}}` with a stable `code`.
 
 use std::borrow::Cow;
