@@ -50,7 +50,8 @@ pub struct TokenTtl(Duration);
 
 impl TokenTtl {
     pub const DEFAULT: Duration = Duration::from_secs(30);
-    pub const MAX: Duration = Duration::from_secs(3600);
+    /// The verifier refuses longer-lived tokens, so this is its maximum.
+    pub const MAX: Duration = platform::auth::MAX_TOKEN_LIFETIME;
 
     pub fn from_secs(secs: u64) -> Result<Self, String> {
         let ttl = Duration::from_secs(secs);

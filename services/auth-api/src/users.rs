@@ -90,15 +90,16 @@ impl Users {
                     username.as_str()
                 ));
             }
-            // Merchant ids become part of core-api's Redis key names
-            // (`merchant:{id}:…`): no `:` or anything else that could make
-            // one merchant's key another's.
-            let merchant_ok = (1..=64).contains(&row.merchant_id.len())
-                && row
-                    .merchant_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-            if !merchant_ok {
+            // Both become token claims that core-api puts into Redis key
+            // names (`merchant:{mid}:created_by:{sub}:tx`); the verifier
+            // refuses any other shape, so a user it would refuse cannot be
+            // configured.
+            if !platform::auth::is_identifier(username.as_str()) {
+                return Err(format!(
+                    "{entry}.username: must be 1-64 characters of a-z 0-9 _ . -"
+                ));
+            }
+            if !platform::auth::is_identifier(&row.merchant_id) {
                 return Err(format!(
                     "{entry}.merchant_id: must be 1-64 characters of A-Z a-z 0-9 _ . -"
                 ));
@@ -271,6 +272,14 @@ mod tests {
             (
                 "[[users]]\nusername = \"eve\"\nmerchant_id = \" m\"\npassword_hash = \"x\"\n",
                 "merchant_id: must be 1-64 characters",
+            ),
+            (
+                "[[users]]\nusername = \"eve:x\"\nmerchant_id = \"m\"\npassword_hash = \"x\"\n",
+                "username: must be 1-64 characters",
+            ),
+            (
+                "[[users]]\nusername = \"\u{e9}ve\"\nmerchant_id = \"m\"\npassword_hash = \"x\"\n",
+                "username: must be 1-64 characters",
             ),
         ];
         for (text, expected) in cases {

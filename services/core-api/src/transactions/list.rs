@@ -118,7 +118,7 @@ impl ListQuery {
         let created_by = self
             .created_by
             .map(|u| {
-                crate::domain::is_token(&u)
+                platform::auth::is_identifier(&u)
                     .then_some(u)
                     .ok_or_else(|| invalid("created_by", "created_by must be a user name"))
             })
