@@ -28,6 +28,11 @@ pub struct ChargeMessage {
     pub amount: u64,
     pub currency: String,
     pub card: CardDetails,
+    /// When the connector first tried to charge it (Unix ms); set on the
+    /// messages it parks for a retry, so the retry budget counts from the
+    /// first attempt whichever connector makes the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_ms: Option<u64>,
 }
 
 /// Card data in transit to the PSP. `Debug` hides the number and CVC.

@@ -246,6 +246,7 @@ fn seed(conn: &mut redis::Connection, n: usize) {
                     expiry_year: 2030,
                     cvc: "123".into(),
                 },
+                first_attempt_ms: None,
             };
             pipe.xadd(STREAM, "*", &[(PAYLOAD_FIELD, message.to_payload())])
                 .ignore();

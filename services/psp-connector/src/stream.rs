@@ -159,7 +159,7 @@ pub async fn finish<C: ConnectionLike + Send>(
 #[derive(Debug, Clone, Default)]
 pub struct DeadLetter {
     /// Stable code: `undecodable`, `unknown_transaction`,
-    /// `max_attempts_exceeded`, `psp_rejected_request`.
+    /// `max_attempts_exceeded`, `retry_budget_exhausted`, `psp_rejected_request`.
     pub reason: &'static str,
     /// Human-readable detail (never card data).
     pub error: String,

@@ -84,6 +84,7 @@ pub async fn create_transaction(
             expiry_year: new.expiry.year(),
             cvc: new.cvc.expose().to_owned(),
         },
+        first_attempt_ms: None,
     };
     let record = NewRecord {
         id: &id,
