@@ -64,6 +64,7 @@ pub async fn build(
         Readiness::redis(redis),
         runtime.shutdown_timeout_secs.0,
     )
-    .await?;
+    .await?
+    .with_limits(runtime.http_limits());
     Ok(server.start(shutdown))
 }

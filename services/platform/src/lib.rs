@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod card;
 pub mod config;
+pub mod connections;
 pub mod health;
 pub mod http;
 pub mod lifecycle;

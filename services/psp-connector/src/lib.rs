@@ -46,7 +46,8 @@ pub async fn build(
         Readiness::redis(redis.clone()).and(liveness.readiness()),
         drain_timeout,
     )
-    .await?;
+    .await?
+    .with_limits(runtime.http_limits());
     let addr = server.local_addr();
 
     let worker = Arc::new(worker::Worker {

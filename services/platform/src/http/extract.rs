@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | wrong or missing `Content-Type` | 415 | `unsupported_media_type` |
 //! | body over [`super::MAX_BODY_BYTES`] | 413 | `body_too_large` |
+//! | body not complete within the header-read timeout | 408 | `request_timeout` |
 //! | not JSON / not form-encoded / trailing bytes | 400 | `malformed_body` |
 //! | a required field is missing | 422 | `missing_field` (+ `param`) |
 //! | a field has the wrong type or value | 422 | `invalid_field` (+ `param`) |
@@ -66,7 +67,24 @@ fn unsupported_media_type(expected: &str) -> ApiError {
 }
 
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+    let timeout = req
+        .extensions()
+        .get::<super::BodyTimeout>()
+        .map_or(crate::connections::DEFAULT_HEADER_TIMEOUT, |t| t.0);
+    let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorType::InvalidRequest,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            )
+        })?;
+    read.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
