@@ -129,12 +129,19 @@ impl ChargeRequest {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
+    let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
         return Err(ApiError::bad_request(
             "idempotency_key_missing",
             "an Idempotency-Key header is required for charges",
         ));
     };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "idempotency_key_invalid",
+            "send one Idempotency-Key header, not several",
+        ));
+    }
     let key = value.to_str().unwrap_or("");
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(

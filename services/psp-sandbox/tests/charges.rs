@@ -373,3 +373,21 @@ async fn memory_stays_flat_over_twenty_thousand_charges() {
         "grew from {warm} to {after} KiB over 20,000 charges"
     );
 }
+
+/// Two `Idempotency-Key` headers: which charge would that be? 400.
+#[tokio::test]
+async fn two_idempotency_keys_are_refused() {
+    let sandbox = boot(|_| {}).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/charges", sandbox.url))
+        .header("Idempotency-Key", "a")
+        .header("Idempotency-Key", "b")
+        .json(&charge_body("4242424242424242"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "idempotency_key_invalid");
+    assert_eq!(stats(&sandbox).await["total_charges"], 0);
+}

@@ -35,7 +35,7 @@ use crate::idempotency::{self, Entry, Replay};
             ("Location" = String, description = "`/transactions/{id}`"),
             ("Idempotent-Replayed" = String, description = "`true` on a replayed response"),
          )),
-        (status = 400, description = "`malformed_body` (not JSON) or `invalid_idempotency_key`", body = ErrorBody),
+        (status = 400, description = "`malformed_body` (not JSON) or `invalid_idempotency_key` (malformed, or more than one `Idempotency-Key` header)", body = ErrorBody),
         (status = 401, description = "`missing_token`, `token_invalid` or `token_expired`", body = ErrorBody),
         (status = 409, description = "`request_in_progress`: the first request with this key is still being handled", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
@@ -51,13 +51,9 @@ pub async fn create_transaction(
     headers: HeaderMap,
     Json(request): Json<CreateTransactionRequest>,
 ) -> Result<Response, ApiError> {
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .map(|value| IdempotencyKey::parse(value.as_bytes()))
-        .transpose()
-        .map_err(|error| {
-            ApiError::bad_request(error.code, error.message).with_param("Idempotency-Key")
-        })?;
+    let idempotency_key = IdempotencyKey::from_headers(&headers).map_err(|error| {
+        ApiError::bad_request(error.code, error.message).with_param("Idempotency-Key")
+    })?;
     let new = request.validate()?;
     let mut conn = state.redis.conn();
 

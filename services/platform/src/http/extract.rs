@@ -10,7 +10,9 @@
 //! | a required field is missing | 422 | `missing_field` (+ `param`) |
 //! | a field has the wrong type or value | 422 | `invalid_field` (+ `param`) |
 //! | an unknown field (where denied) | 422 | `unknown_field` (+ `param`) |
+//! | a field given twice | 422 | `duplicate_field` (+ `param`) |
 //! | a bad query parameter | 400 | `invalid_parameter` (+ `param`) |
+//! | a query parameter given twice | 400 | `duplicate_parameter` (+ `param`) |
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
@@ -117,6 +119,14 @@ fn field_error(path: String, message: String) -> ApiError {
         let param = join(field);
         return ApiError::invalid_field("missing_field", format!("{param} is required"), param);
     }
+    if let Some(field) = backticked("duplicate field `") {
+        let param = join(field);
+        return ApiError::invalid_field(
+            "duplicate_field",
+            format!("{param} is given more than once"),
+            param,
+        );
+    }
     if let Some(field) = backticked("unknown field `") {
         // Here the path already ends at the unknown field.
         let param = if path.is_empty() || path == "." {
@@ -215,6 +225,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        // `status=a&status=b` is ambiguous: refuse it naming the parameter
+        // (serde would only see a duplicate somewhere in "the body").
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in form_urlencoded_parse(query.as_bytes()) {
+            if !seen.insert(name.clone()) {
+                // Echo only a name that looks like one.
+                let param = if crate::auth::is_identifier(&name) && name.len() <= 40 {
+                    name.into_owned()
+                } else {
+                    "query".to_owned()
+                };
+                return Err(ApiError::bad_request(
+                    "duplicate_parameter",
+                    format!("{param} is given more than once"),
+                )
+                .with_param(param));
+            }
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded_parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
@@ -253,6 +281,26 @@ mod tests {
     #[allow(dead_code)]
     struct Card {
         number: String,
+    }
+
+    #[test]
+    fn duplicate_fields_are_named() {
+        let error =
+            parse_json::<Body>(br#"{"amount":1,"amount":2,"card":{"number":"1"}}"#).unwrap_err();
+        assert_eq!(
+            (error.status().as_u16(), error.code(), error.param()),
+            (422, "duplicate_field", Some("amount"))
+        );
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Login {
+            username: String,
+        }
+        let error = parse_form::<Login>(b"username=a&username=b").unwrap_err();
+        assert_eq!(
+            (error.code(), error.param()),
+            ("duplicate_field", Some("username"))
+        );
     }
 
     #[test]
