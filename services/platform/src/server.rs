@@ -207,6 +207,17 @@ where
     {
         crate::config::exit_with(&error);
     }
+    // The same for the development CARD_ENCRYPTION_KEY, which also
+    // applies when none is set.
+    if C::VARS.contains(&crate::crypto::KEY_VARIABLE) {
+        let key = std::env::var(crate::crypto::KEY_VARIABLE)
+            .ok()
+            .and_then(|text| crate::crypto::CardKey::parse(&text).ok())
+            .unwrap_or_default();
+        if let Err(error) = crate::crypto::refuse_development_key(&runtime.platform_env, &key) {
+            crate::config::exit_with(&error);
+        }
+    }
     let _telemetry = crate::telemetry::init(name, runtime.log_format);
     match descriptors {
         Ok(limit) => tracing::debug!(limit, "file descriptor limit"),

@@ -55,6 +55,11 @@ pub struct Config {
     pub connector_retry_base_ms: Millis,
     #[serde(default = "default_retry_max", deserialize_with = "positive_millis")]
     pub connector_retry_max_ms: Millis,
+    /// Opens the card data core-api sealed on the queue (the same key as
+    /// core-api's); the development key when unset, refused outside
+    /// development.
+    #[serde(default)]
+    pub card_encryption_key: platform::crypto::CardKey,
     /// How often due retries are moved back onto the stream.
     #[serde(default = "default_retry_poll", deserialize_with = "positive_millis")]
     pub connector_retry_poll_ms: Millis,
@@ -134,6 +139,7 @@ impl FromEnv for Config {
         "CONNECTOR_RETRY_BASE_MS",
         "CONNECTOR_RETRY_MAX_MS",
         "CONNECTOR_RETRY_POLL_MS",
+        "CARD_ENCRYPTION_KEY",
     ];
 }
 

@@ -53,6 +53,7 @@ pub async fn build(
     let worker = Arc::new(worker::Worker {
         redis: redis.clone(),
         psp: psp::PspClient::new(&config.psp_url, config.psp_timeout_ms.0)?,
+        card_key: config.card_encryption_key.clone(),
         retry: worker::RetryPolicy {
             budget: config.psp_retry_budget_secs.0,
             max_attempts: config.psp_max_attempts,

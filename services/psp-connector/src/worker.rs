@@ -23,6 +23,8 @@ use crate::stream::{self, DeadLetter, Entry};
 pub struct Worker {
     pub redis: Redis,
     pub psp: PspClient,
+    /// Opens the sealed card of each message.
+    pub card_key: platform::crypto::CardKey,
     pub retry: RetryPolicy,
 }
 
@@ -42,6 +44,9 @@ pub struct RetryPolicy {
 pub const FAILURE_PSP_UNAVAILABLE: &str = "psp_unavailable";
 /// `failure_reason` when the PSP refused the request as malformed.
 pub const FAILURE_PSP_REJECTED: &str = "psp_rejected_request";
+/// `failure_reason` when the message's card does not open with this
+/// connector's `CARD_ENCRYPTION_KEY` (keys differ, or it was altered).
+pub const FAILURE_CARD_UNREADABLE: &str = "card_unreadable";
 
 impl Worker {
     /// Handles `entry`. A Redis error leaves it pending (it is reclaimed
@@ -124,6 +129,26 @@ impl Worker {
             return stream::finish(&mut conn, &entry_id).await;
         }
 
+        let card = match message.open_card(&self.card_key) {
+            Ok(card) => card,
+            Err(error) => {
+                // No attempt can ever succeed: fail it now, and say why.
+                tracing::warn!(%error, "card does not open; failing the transaction");
+                let fail = Transition {
+                    from: vec![Status::Pending, Status::Processing],
+                    to: Status::Failed,
+                    add_attempts: 0,
+                    fields: vec![("failure_reason", FAILURE_CARD_UNREADABLE.to_owned())],
+                };
+                transaction::transition(&mut conn, &id, &fail).await?;
+                return stream::dead_letter(
+                    &mut conn,
+                    &letter("undecryptable", error.to_string(), Some(attempts)),
+                )
+                .await;
+            }
+        };
+
         let start = Transition {
             from: vec![Status::Pending, Status::Processing],
             to: Status::Processing,
@@ -148,7 +173,7 @@ impl Worker {
         let attempt = attempts + 1;
         let first_attempt_ms = *message.first_attempt_ms.get_or_insert_with(stream::now_ms);
 
-        let outcome = self.psp.charge(&message).await;
+        let outcome = self.psp.charge(&message, &card).await;
         let retry = match &outcome {
             ChargeOutcome::Retryable(_) => {
                 Some(self.retry.next(attempt, first_attempt_ms, stream::now_ms()))

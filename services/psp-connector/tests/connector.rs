@@ -316,12 +316,16 @@ async fn poison_message_is_dead_lettered_and_the_queue_keeps_flowing() {
         merchant_id: common::MERCHANT.into(),
         amount: 1299,
         currency: "EUR".into(),
-        card: platform::queue::CardDetails {
-            number: APPROVED.into(),
-            expiry_month: 12,
-            expiry_year: 2030,
-            cvc: "123".into(),
-        },
+        card: platform::crypto::CardKey::development().seal(
+            &platform::queue::CardDetails {
+                number: APPROVED.into(),
+                expiry_month: 12,
+                expiry_year: 2030,
+                cvc: "123".into(),
+            },
+            first.as_str(),
+            common::MERCHANT,
+        ),
         first_attempt_ms: None,
     };
     let _: String = conn
@@ -520,6 +524,7 @@ fn bad_settings_stop_the_process_with_a_one_line_error() {
     for (name, value, problem) in [
         ("PSP_MAX_ATTEMPTS", "0", "must be at least 1"),
         ("PSP_RETRY_BUDGET_SECS", "0", "at least 1 s"),
+        ("CARD_ENCRYPTION_KEY", "0123", "must be 32 bytes"),
         ("CONNECTOR_CONCURRENCY", "many", "invalid digit"),
         ("PSP_URL", "ftp://psp", "http"),
         ("CONNECTOR_CLAIM_IDLE_MS", "0", "at least 1 ms"),
@@ -626,4 +631,37 @@ async fn retries_stop_when_the_budget_is_spent() {
     for (_, fields) in stream_entries(&mut conn, DEAD_LETTER_STREAM) {
         assert_eq!(fields["reason"], "retry_budget_exhausted", "{fields:?}");
     }
+}
+
+/// A connector whose CARD_ENCRYPTION_KEY is not core-api's cannot open the
+/// cards: each transaction is failed (`card_unreadable`) and dead-lettered
+/// (`undecryptable`) at once, without a call to the PSP, and the queue
+/// keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cards_sealed_with_another_key_fail_without_a_charge() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let sandbox = Sandbox::start(0, 0, 0.0).await;
+    let other = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
+    let connector = Connector::spawn(
+        &redis.url(),
+        &sandbox.url(),
+        &[("CARD_ENCRYPTION_KEY", other.into())],
+    );
+    connector.wait_ready().await;
+    let ids = seed(&mut conn, &[APPROVED; 5]);
+    let settled = wait_final(&mut conn, &ids, Duration::from_secs(10)).await;
+    for record in settled.values() {
+        assert_eq!(record.status, "failed", "{record:?}");
+        assert_eq!(record.failure_reason.as_deref(), Some("card_unreadable"));
+        assert_eq!(record.attempts, 0);
+    }
+    wait_until("dead letters written", Duration::from_secs(5), || {
+        stream_entries(&mut conn, DEAD_LETTER_STREAM).len() == 5
+    })
+    .await;
+    for (_, fields) in stream_entries(&mut conn, DEAD_LETTER_STREAM) {
+        assert_eq!(fields["reason"], "undecryptable", "{fields:?}");
+    }
+    assert_eq!(stat(&sandbox.stats().await, "requests"), 0);
 }

@@ -74,12 +74,16 @@ pub async fn create_transaction(
         merchant_id: caller.merchant.clone(),
         amount: new.amount.minor_units(),
         currency: new.currency.code().to_owned(),
-        card: CardDetails {
-            number: new.card.expose().to_owned(),
-            expiry_month: new.expiry.month(),
-            expiry_year: new.expiry.year(),
-            cvc: new.cvc.expose().to_owned(),
-        },
+        card: state.card_key.seal(
+            &CardDetails {
+                number: new.card.expose().to_owned(),
+                expiry_month: new.expiry.month(),
+                expiry_year: new.expiry.year(),
+                cvc: new.cvc.expose().to_owned(),
+            },
+            id.as_str(),
+            &caller.merchant,
+        ),
         first_attempt_ms: None,
     };
     let record = NewRecord {

@@ -201,12 +201,16 @@ pub fn seed(conn: &mut redis::Connection, cards: &[&str]) -> Vec<TransactionId> 
             merchant_id: MERCHANT.into(),
             amount: 1299,
             currency: "EUR".into(),
-            card: CardDetails {
-                number: (*card).to_owned(),
-                expiry_month: 12,
-                expiry_year: 2030,
-                cvc: "123".into(),
-            },
+            card: platform::crypto::CardKey::development().seal(
+                &CardDetails {
+                    number: (*card).to_owned(),
+                    expiry_month: 12,
+                    expiry_year: 2030,
+                    cvc: "123".into(),
+                },
+                id.as_str(),
+                MERCHANT,
+            ),
             first_attempt_ms: None,
         };
         pipe.xadd(STREAM, "*", &[(PAYLOAD_FIELD, message.to_payload())])
