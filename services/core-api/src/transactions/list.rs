@@ -114,12 +114,12 @@ impl ListQuery {
     fn parse(self) -> Result<Filter, ApiError> {
         let customer_id = self
             .customer_id
-            .map(|c| CustomerId::parse(&c).map(|c| c.as_str().to_owned()))
+            .map(|c| CustomerId::parse_lookup(&c).map(|c| c.as_str().to_owned()))
             .transpose()
             .map_err(|e| invalid("customer_id", e.message))?;
         let reference = self
             .reference
-            .map(|r| Reference::parse(&r).map(|r| r.as_str().to_owned()))
+            .map(|r| Reference::parse_lookup(&r).map(|r| r.as_str().to_owned()))
             .transpose()
             .map_err(|e| invalid("reference", e.message))?;
         let created_by = self
