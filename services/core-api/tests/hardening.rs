@@ -39,7 +39,7 @@ async fn doubled_headers_parameters_and_fields_are_refused_by_name() {
         let reply = app.get(&alice, &format!("/transactions?{query}")).await;
         assert_eq!(
             reply.error(),
-            (400, "duplicate_parameter", Some(param)),
+            (400, "invalid_parameter", Some(param)),
             "{query}: {}",
             reply.text
         );
@@ -60,7 +60,7 @@ async fn doubled_headers_parameters_and_fields_are_refused_by_name() {
     let reply = support::Reply::from(response).await;
     assert_eq!(
         reply.error(),
-        (422, "duplicate_field", Some("amount")),
+        (422, "invalid_field", Some("amount")),
         "{}",
         reply.text
     );

@@ -40,7 +40,7 @@ use crate::idempotency::{self, Entry, Replay};
         (status = 409, description = "`request_in_progress`: the first request with this key is still being handled", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
-        (status = 422, description = "A field is invalid; `param` names it. Codes: `missing_field`, `unknown_field`, `invalid_field`, `invalid_amount`, `invalid_currency`, `invalid_customer_id`, `invalid_reference`, `invalid_payment_method_type`, `invalid_card_number`, `invalid_expiry`, `card_expired`, `invalid_cvc`, `invalid_metadata`, `duplicate_field` (a field given twice), `card_number_not_allowed` (a card number in `customer_id`, `reference` or metadata); or `idempotency_key_reused` (same key, different body)", body = ErrorBody),
+        (status = 422, description = "A field is invalid; `param` names it. Codes: `missing_field`, `unknown_field`, `invalid_field` (also: a field given twice), `invalid_amount`, `invalid_currency`, `invalid_customer_id`, `invalid_reference`, `invalid_payment_method_type`, `invalid_card_number`, `invalid_expiry`, `card_expired`, `invalid_cvc`, `invalid_metadata`, `card_number_not_allowed` (a card number in `customer_id`, `reference` or metadata); or `idempotency_key_reused` (same key, different body)", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable; nothing was written, retry", body = ErrorBody),
     )
 )]

@@ -238,7 +238,7 @@ pub const MAX_SCANNED: usize = 2_000;
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page, newest first", body = TransactionList),
-        (status = 400, description = "`invalid_parameter`, `unknown_parameter` or `duplicate_parameter` (given twice); `param` names it", body = ErrorBody),
+        (status = 400, description = "`invalid_parameter` (also: given twice) or `unknown_parameter`; `param` names it", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
     )

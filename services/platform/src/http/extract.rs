@@ -10,9 +10,9 @@
 //! | a required field is missing | 422 | `missing_field` (+ `param`) |
 //! | a field has the wrong type or value | 422 | `invalid_field` (+ `param`) |
 //! | an unknown field (where denied) | 422 | `unknown_field` (+ `param`) |
-//! | a field given twice | 422 | `duplicate_field` (+ `param`) |
+//! | a field given twice | 422 | `invalid_field` (+ `param`: that field) |
 //! | a bad query parameter | 400 | `invalid_parameter` (+ `param`) |
-//! | a query parameter given twice | 400 | `duplicate_parameter` (+ `param`) |
+//! | a query parameter given twice | 400 | `invalid_parameter` (+ `param`: that one) |
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
@@ -122,7 +122,7 @@ fn field_error(path: String, message: String) -> ApiError {
     if let Some(field) = backticked("duplicate field `") {
         let param = join(field);
         return ApiError::invalid_field(
-            "duplicate_field",
+            "invalid_field",
             format!("{param} is given more than once"),
             param,
         );
@@ -237,7 +237,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
                     "query".to_owned()
                 };
                 return Err(ApiError::bad_request(
-                    "duplicate_parameter",
+                    "invalid_parameter",
                     format!("{param} is given more than once"),
                 )
                 .with_param(param));
@@ -289,7 +289,7 @@ mod tests {
             parse_json::<Body>(br#"{"amount":1,"amount":2,"card":{"number":"1"}}"#).unwrap_err();
         assert_eq!(
             (error.status().as_u16(), error.code(), error.param()),
-            (422, "duplicate_field", Some("amount"))
+            (422, "invalid_field", Some("amount"))
         );
         #[derive(Debug, Deserialize)]
         #[allow(dead_code)]
@@ -299,7 +299,7 @@ mod tests {
         let error = parse_form::<Login>(b"username=a&username=b").unwrap_err();
         assert_eq!(
             (error.code(), error.param()),
-            ("duplicate_field", Some("username"))
+            ("invalid_field", Some("username"))
         );
     }
 
