@@ -121,6 +121,8 @@ struct ConnState {
     last_activity_ms: AtomicU64,
     /// Tells the connection to close now (evicted at the cap).
     evict: Notify,
+    /// A head began or a request finished: the watchdog's deadline moved.
+    changed: Notify,
     /// Eviction was asked for (it is still open until its task sees it).
     evicting: std::sync::atomic::AtomicBool,
 }
@@ -162,6 +164,8 @@ impl ConnState {
     fn read_some(&self) {
         if !self.busy() && self.head_started_ms.load(Ordering::Relaxed) == 0 {
             self.head_started_ms.store(now_ms(), Ordering::Release);
+            // The header timeout is usually sooner than the idle one.
+            self.changed.notify_one();
         }
     }
 
@@ -173,6 +177,7 @@ impl ConnState {
     fn request_finished(&self) {
         self.last_activity_ms.store(now_ms(), Ordering::Release);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_one();
     }
 }
 
@@ -431,10 +436,14 @@ async fn expired(state: &ConnState, limits: &HttpLimits) {
     let recheck = limits.header_timeout.min(limits.idle_timeout);
     loop {
         let now = now_ms();
-        match state.deadline_ms(limits) {
+        let wait = match state.deadline_ms(limits) {
             Some(deadline) if deadline <= now => return,
-            Some(deadline) => tokio::time::sleep(Duration::from_millis(deadline - now)).await,
-            None => tokio::time::sleep(recheck).await,
+            Some(deadline) => Duration::from_millis(deadline - now),
+            None => recheck,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = state.changed.notified() => {}
         }
     }
 }
