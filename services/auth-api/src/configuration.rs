@@ -21,6 +21,15 @@ pub struct Config {
     /// is still reported as `config error: AUTH_USERS_FILE: …`, exit 2.
     #[serde(default = "default_users_file")]
     pub auth_users_file: PathBuf,
+    /// Logins that may wait for a free core while others are hashed (one
+    /// per core); more at once are answered 503 `server_busy`. Default 8
+    /// per core.
+    #[serde(default, deserialize_with = "optional_count")]
+    pub auth_login_queue: Option<usize>,
+}
+
+fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    platform::config::parsed(deserializer).map(Some)
 }
 
 fn default_addr() -> ListenAddr {
@@ -38,6 +47,7 @@ impl FromEnv for Config {
         "JWT_SECRET",
         "AUTH_TOKEN_TTL_SECS",
         "AUTH_USERS_FILE",
+        "AUTH_LOGIN_QUEUE",
     ];
 }
 
@@ -50,7 +60,8 @@ pub struct TokenTtl(Duration);
 
 impl TokenTtl {
     pub const DEFAULT: Duration = Duration::from_secs(30);
-    pub const MAX: Duration = Duration::from_secs(3600);
+    /// The verifier refuses longer-lived tokens, so this is its maximum.
+    pub const MAX: Duration = platform::auth::MAX_TOKEN_LIFETIME;
 
     pub fn from_secs(secs: u64) -> Result<Self, String> {
         let ttl = Duration::from_secs(secs);

@@ -42,7 +42,7 @@ pub async fn build(
     }
     let redis = Redis::connect(&config.redis_url)?;
     let state = TokenState {
-        authenticator: Authenticator::new(users),
+        authenticator: Authenticator::new(users, config.auth_login_queue),
         limiter: LoginLimiter::new(redis.clone()),
         issuer: TokenIssuer::new(&config.jwt_secret, config.auth_token_ttl_secs.duration()),
     };
@@ -57,6 +57,7 @@ pub async fn build(
         Readiness::redis(redis),
         runtime.shutdown_timeout_secs.0,
     )
-    .await?;
+    .await?
+    .with_limits(runtime.http_limits());
     Ok(server.start(shutdown))
 }

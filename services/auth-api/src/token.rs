@@ -21,6 +21,10 @@ pub struct TokenState {
     pub issuer: TokenIssuer,
 }
 
+/// `Retry-After` of a 503 `server_busy`: a queue of hashes drains in well
+/// under a second.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
 /// A successful answer (RFC 6749 §5.1).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
@@ -71,8 +75,11 @@ pub struct TokenResponse {
             headers(("Retry-After" = u64, description = "Seconds until attempts are accepted again")),
             example = json!({"error": {"type": "rate_limit_error", "code": "too_many_attempts",
                 "message": "too many failed logins for this username; retry after 42 s"}})),
-        (status = 503, description = "`storage_unavailable`: Redis is unreachable; retry later",
-            body = ErrorBody),
+        (status = 503, description = "`storage_unavailable`: Redis is unreachable; retry later. \
+            `server_busy`: every core is hashing and the queue of logins waiting for one is full \
+            (`AUTH_LOGIN_QUEUE`); retry after `Retry-After`",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (server_busy)"))),
     ),
 )]
 pub async fn issue_token(
@@ -109,6 +116,22 @@ async fn login(
         .with_header(header::RETRY_AFTER, HeaderValue::from(secs)));
     }
 
+    let Some(admission) = state.authenticator.admit() else {
+        // Not a failure of this username: free its slot uncounted.
+        if let Err(error) = state.limiter.finish(&username, false).await {
+            tracing::warn!(%error, "could not free a login slot");
+        }
+        tracing::warn!("login refused: every core busy and the hashing queue full");
+        return Err(ApiError::service_unavailable(
+            "server_busy",
+            format!("too many logins are being checked; retry after {BUSY_RETRY_AFTER_SECS} s"),
+        )
+        .with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from(BUSY_RETRY_AFTER_SECS),
+        ));
+    };
+
     // The check and the release of its slot run as their own task, so a
     // client hanging up mid-check cannot leave the slot taken.
     let task_state = state.clone();
@@ -116,7 +139,7 @@ async fn login(
     let (outcome, finished) = tokio::spawn(async move {
         let outcome = task_state
             .authenticator
-            .authenticate(&task_username, password)
+            .authenticate(admission, &task_username, password)
             .await;
         let failed = matches!(outcome, Ok(None));
         let finished = task_state.limiter.finish(&task_username, failed).await;

@@ -2,19 +2,20 @@
 //! the password check against their argon2id hashes.
 //!
 //! Verification is deliberately slow (that is the point of argon2), so it
-//! runs on tokio's blocking pool, at most one per core at a time, and an
-//! unknown username costs exactly as much as a wrong password: it is checked
-//! against a dummy hash with the same parameters.
+//! runs on tokio's blocking pool, at most one per core at a time behind a
+//! short queue ([`Authenticator`]), and an unknown username costs exactly as
+//! much as a wrong password: it is checked against a dummy hash with the
+//! same parameters.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use platform::ConfigError;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::credentials::{Password, Username};
 
@@ -90,15 +91,16 @@ impl Users {
                     username.as_str()
                 ));
             }
-            // Merchant ids become part of core-api's Redis key names
-            // (`merchant:{id}:…`): no `:` or anything else that could make
-            // one merchant's key another's.
-            let merchant_ok = (1..=64).contains(&row.merchant_id.len())
-                && row
-                    .merchant_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-            if !merchant_ok {
+            // Both become token claims that core-api puts into Redis key
+            // names (`merchant:{mid}:created_by:{sub}:tx`); the verifier
+            // refuses any other shape, so a user it would refuse cannot be
+            // configured.
+            if !platform::auth::is_identifier(username.as_str()) {
+                return Err(format!(
+                    "{entry}.username: must be 1-64 characters of a-z 0-9 _ . -"
+                ));
+            }
+            if !platform::auth::is_identifier(&row.merchant_id) {
                 return Err(format!(
                     "{entry}.merchant_id: must be 1-64 characters of A-Z a-z 0-9 _ . -"
                 ));
@@ -178,27 +180,56 @@ pub struct Authenticated {
     pub merchant_id: String,
 }
 
-/// Checks passwords: cloneable, with a bound on concurrent argon2 runs so a
-/// burst of logins queues instead of claiming 19 MiB and a thread each.
+/// Checks passwords: cloneable, with a global bound on argon2 work. At
+/// most one hash per core runs at a time; a short queue of logins may wait
+/// for a free core; beyond that [`Authenticator::admit`] refuses at once
+/// (the route answers 503 with `Retry-After`), so a flood of junk logins
+/// costs the flooder refusals instead of delaying every real login by
+/// seconds, and memory stays at one 19 MiB buffer per core.
 #[derive(Clone)]
 pub struct Authenticator {
     users: Arc<Users>,
-    permits: Arc<Semaphore>,
+    hashing: Arc<Semaphore>,
+    admitted: Arc<Semaphore>,
 }
 
+/// A place among the logins being hashed or waiting for a core; hand it to
+/// [`Authenticator::authenticate`].
+#[derive(Debug)]
+pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// Logins that may wait for a core, per core, when `AUTH_LOGIN_QUEUE` is
+/// not set: a wait of at most ~8 hashes (a quarter of a second).
+pub const DEFAULT_QUEUE_PER_CORE: usize = 8;
+
 impl Authenticator {
-    pub fn new(users: Users) -> Self {
+    /// One hash per core at a time, and `queue` logins (default
+    /// [`DEFAULT_QUEUE_PER_CORE`] per core) waiting for one.
+    pub fn new(users: Users, queue: Option<usize>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let queue = queue.unwrap_or(cores * DEFAULT_QUEUE_PER_CORE);
         Self {
             users: Arc::new(users),
-            permits: Arc::new(Semaphore::new(cores)),
+            hashing: Arc::new(Semaphore::new(cores)),
+            admitted: Arc::new(Semaphore::new(cores + queue)),
         }
+    }
+
+    /// A place for one password check, or `None` when every core is busy
+    /// and the queue is full.
+    pub fn admit(&self) -> Option<Admission> {
+        self.admitted
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(Admission)
     }
 
     /// `Some(user)` when the password is right; `None` for a wrong password
     /// and for an unknown username alike, after the same amount of work.
     pub async fn authenticate(
         &self,
+        admission: Admission,
         username: &Username,
         password: Password,
     ) -> anyhow::Result<Option<Authenticated>> {
@@ -207,14 +238,10 @@ impl Authenticator {
             Some(user) => (user.password_hash.clone(), Some(user.merchant_id.clone())),
             None => (self.users.dummy_hash.clone(), None),
         };
-        let _permit = self.permits.acquire().await?;
-        let matches = tokio::task::spawn_blocking(move || {
-            let hash = PasswordHash::new(&phc).expect("checked when the users file was read");
-            Argon2::default()
-                .verify_password(password.expose().as_bytes(), &hash)
-                .is_ok()
-        })
-        .await?;
+        let hashing = self.hashing.acquire().await?;
+        let matches =
+            tokio::task::spawn_blocking(move || verify(password.expose().as_bytes(), &phc)).await?;
+        drop((hashing, admission));
         Ok(match (matches, merchant) {
             (true, Some(merchant_id)) => Some(Authenticated {
                 username: username.as_str().to_owned(),
@@ -223,6 +250,53 @@ impl Authenticator {
             _ => None,
         })
     }
+}
+
+/// Whether `password` hashes to `phc` (an argon2id hash checked when the
+/// users file was read). What `Argon2::verify_password` does — same
+/// parameters, salt and constant-time comparison of the output — but in
+/// memory from [`block_memory`].
+fn verify(password: &[u8], phc: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut memory = block_memory(params.block_count());
+    let computed = Output::init_with(expected.len(), |out| {
+        argon2
+            .hash_password_into_with_memory(password, salt, out, &mut memory[..])
+            .map_err(Into::into)
+    });
+    // `Output`'s equality is constant-time.
+    computed.is_ok_and(|computed| computed == expected)
+}
+
+/// The smallest allocation glibc always maps afresh and unmaps on free: its
+/// adaptive mmap threshold (which a first 19 MiB free raises to 19 MiB)
+/// never exceeds 32 MiB on 64-bit systems.
+const ALWAYS_MAPPED_BYTES: usize = 32 * 1024 * 1024 + 4096;
+
+/// Zeroed memory for `blocks` argon2 blocks, in an allocation of at least
+/// [`ALWAYS_MAPPED_BYTES`]: then every hash's buffer goes back to the
+/// system when it is dropped, instead of staying in the malloc arena of
+/// whichever blocking thread ran the hash (a burst of logins left ~450 MB
+/// resident for good). Only the first `blocks` are written, so the rest of
+/// the mapping never becomes resident.
+fn block_memory(blocks: usize) -> Vec<Block> {
+    let capacity = blocks.max(ALWAYS_MAPPED_BYTES.div_ceil(std::mem::size_of::<Block>()));
+    let mut memory = Vec::with_capacity(capacity);
+    memory.resize(blocks, Block::default());
+    memory
 }
 
 #[cfg(test)]
@@ -242,6 +316,23 @@ mod tests {
             );
         }
         assert_eq!(argon2id_params(&users.dummy_hash).unwrap(), owasp_params());
+    }
+
+    #[test]
+    fn verify_agrees_with_argon2() {
+        use argon2::password_hash::PasswordVerifier;
+        let users = Users::parse(DEV_USERS).unwrap();
+        let alice = &users.by_name["alice"].password_hash;
+        assert!(verify(b"password", alice));
+        assert!(!verify(b"passwore", alice));
+        assert!(!verify(b"", alice));
+        let hash = PasswordHash::new(alice).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"password", &hash)
+                .is_ok()
+        );
+        assert!(!verify(b"password", &users.dummy_hash));
     }
 
     #[test]
@@ -271,6 +362,14 @@ mod tests {
             (
                 "[[users]]\nusername = \"eve\"\nmerchant_id = \" m\"\npassword_hash = \"x\"\n",
                 "merchant_id: must be 1-64 characters",
+            ),
+            (
+                "[[users]]\nusername = \"eve:x\"\nmerchant_id = \"m\"\npassword_hash = \"x\"\n",
+                "username: must be 1-64 characters",
+            ),
+            (
+                "[[users]]\nusername = \"\u{e9}ve\"\nmerchant_id = \"m\"\npassword_hash = \"x\"\n",
+                "username: must be 1-64 characters",
             ),
         ];
         for (text, expected) in cases {

@@ -40,6 +40,7 @@ impl App {
             jwt_secret: JwtSecret::new(SECRET).unwrap(),
             auth_token_ttl_secs: TokenTtl::default(),
             auth_users_file: dev_users_file(),
+            auth_login_queue: None,
         };
         let runtime = RuntimeConfig {
             log_format: None,

@@ -1,6 +1,7 @@
 //! Prints a merchant token signed with `JWT_SECRET`, for load tests that
 //! outlive the normal 30-second tokens: `mint_token [user] [merchant] [ttl_secs]`
-//! (defaults alice, acme, 600).
+//! (defaults alice, acme, 600; at most 3600, the longest lifetime the
+//! verifier accepts).
 
 use std::time::Duration;
 

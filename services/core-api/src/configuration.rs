@@ -2,6 +2,7 @@
 
 use platform::auth::JwtSecret;
 use platform::config::{FromEnv, ListenAddr};
+use platform::crypto::CardKey;
 use platform::redis::RedisUrl;
 use serde::Deserialize;
 
@@ -12,6 +13,11 @@ pub struct Config {
     #[serde(default)]
     pub redis_url: RedisUrl,
     pub jwt_secret: JwtSecret,
+    /// Seals card data on the queue for the connector (32 bytes, hex or
+    /// base64); the development key when unset, refused outside
+    /// development.
+    #[serde(default)]
+    pub card_encryption_key: CardKey,
 }
 
 fn default_addr() -> ListenAddr {
@@ -19,5 +25,10 @@ fn default_addr() -> ListenAddr {
 }
 
 impl FromEnv for Config {
-    const VARS: &'static [&'static str] = &["CORE_API_ADDR", "REDIS_URL", "JWT_SECRET"];
+    const VARS: &'static [&'static str] = &[
+        "CORE_API_ADDR",
+        "REDIS_URL",
+        "JWT_SECRET",
+        "CARD_ENCRYPTION_KEY",
+    ];
 }

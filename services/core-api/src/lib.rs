@@ -29,6 +29,8 @@ pub struct AppState {
     pub redis: Redis,
     pub verifier: TokenVerifier,
     pub fingerprinter: idempotency::Fingerprinter,
+    /// Seals the card in each queue message.
+    pub card_key: platform::crypto::CardKey,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -56,6 +58,7 @@ pub async fn build(
         redis: redis.clone(),
         verifier: TokenVerifier::new(&config.jwt_secret),
         fingerprinter: idempotency::Fingerprinter::new(config.jwt_secret.as_bytes()),
+        card_key: config.card_encryption_key.clone(),
     };
     let server = Server::bind(
         "core-api",
@@ -64,6 +67,7 @@ pub async fn build(
         Readiness::redis(redis),
         runtime.shutdown_timeout_secs.0,
     )
-    .await?;
+    .await?
+    .with_limits(runtime.http_limits());
     Ok(server.start(shutdown))
 }

@@ -3,7 +3,14 @@
 //!
 //! Tokens are HS256 JWTs. Verification pins the algorithm (no `alg: none`,
 //! no algorithm confusion), requires and checks `exp`, `iss` and `aud`, and
-//! allows no clock leeway: a 30-second token means 30 seconds.
+//! allows no clock leeway on `exp`: a 30-second token means 30 seconds.
+//! A token signed with the right key is still refused when it claims more
+//! than the issuer could have issued: a lifetime (`exp - iat`) above
+//! [`MAX_TOKEN_LIFETIME`], an `iat` in the future (beyond [`IAT_LEEWAY`]),
+//! `exp` not after `iat`, any `crit` header (no extension is understood), or
+//! a `sub`/`mid` that is not an [`is_identifier`] — so a leaked or
+//! mis-minted secret cannot make a token that lives for years or whose
+//! merchant id reaches into another merchant's Redis keys.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +29,32 @@ pub const ISSUER: &str = "payment-platform/auth-api";
 pub const AUDIENCE: &str = "payment-platform/core-api";
 /// The smallest acceptable `JWT_SECRET`, in bytes (HS256's key size).
 pub const MIN_SECRET_BYTES: usize = 32;
+/// The longest lifetime (`exp - iat`) a token may have: the largest
+/// `AUTH_TOKEN_TTL_SECS` auth-api accepts. Tokens cannot be revoked, so a
+/// longer-lived one was not issued by auth-api.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// How far ahead of the verifier's clock `iat` may be (clock skew between
+/// hosts); anything later was minted for the future.
+pub const IAT_LEEWAY: Duration = Duration::from_secs(5);
+
+/// What a merchant id or a user name may be: 1–64 characters of
+/// `A-Z a-z 0-9 _ . -`. Both become part of Redis key names
+/// (`merchant:{mid}:created_by:{sub}:tx`) and log fields, so no `:`, no
+/// spaces, nothing that could make one merchant's key another's. auth-api
+/// applies it to the users file and the verifier to every token, so the two
+/// can never disagree.
+pub fn is_identifier(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// `JWT_SECRET`: at least 32 bytes; never printed.
 #[derive(Clone)]
@@ -120,11 +153,11 @@ impl TokenIssuer {
     }
 
     /// A signed token for `user` acting for `merchant`, and its claims.
+    /// Both must be [`is_identifier`]s (auth-api checks its users file at
+    /// start), or no verifier accepts the token.
     pub fn issue(&self, user: &str, merchant: &str) -> (String, Claims) {
-        let iat = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs();
+        debug_assert!(is_identifier(user) && is_identifier(merchant));
+        let iat = now_secs();
         let claims = Claims {
             sub: user.to_owned(),
             mid: merchant.to_owned(),
@@ -171,13 +204,28 @@ impl TokenVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        match jsonwebtoken::decode::<Claims>(token, &self.inner.0, &self.inner.1) {
-            Ok(data) => Ok(data.claims),
+        let data = match jsonwebtoken::decode::<Claims>(token, &self.inner.0, &self.inner.1) {
+            Ok(data) => data,
             Err(error) if matches!(error.kind(), ErrorKind::ExpiredSignature) => {
-                Err(TokenError::Expired)
+                return Err(TokenError::Expired);
             }
-            Err(_) => Err(TokenError::Invalid),
+            Err(_) => return Err(TokenError::Invalid),
+        };
+        // RFC 7515 §4.1.11: a `crit` extension the verifier does not
+        // understand must fail verification, and this one understands none.
+        if data.header.crit.is_some() {
+            return Err(TokenError::Invalid);
         }
+        let claims = data.claims;
+        let issuable = claims.iat <= now_secs().saturating_add(IAT_LEEWAY.as_secs())
+            && claims.exp > claims.iat
+            && claims.exp - claims.iat <= MAX_TOKEN_LIFETIME.as_secs()
+            && is_identifier(&claims.sub)
+            && is_identifier(&claims.mid);
+        if !issuable {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
     }
 }
 

@@ -159,6 +159,58 @@ pub struct RuntimeConfig {
     /// outside development, development secrets are refused at start.
     #[serde(default)]
     pub platform_env: PlatformEnv,
+    /// A request head must arrive within this long of its first byte, and
+    /// a body within this long of its head (`HTTP_HEADER_TIMEOUT_MS`).
+    #[serde(
+        default = "default_header_timeout",
+        deserialize_with = "positive_millis"
+    )]
+    pub http_header_timeout_ms: Millis,
+    /// A keep-alive connection idle this long is closed
+    /// (`HTTP_IDLE_TIMEOUT_MS`).
+    #[serde(default = "default_idle_timeout", deserialize_with = "positive_millis")]
+    pub http_idle_timeout_ms: Millis,
+    /// Open connections at most (`HTTP_MAX_CONNECTIONS`); default and
+    /// upper bound: the file descriptor limit less a reserve.
+    #[serde(default, deserialize_with = "optional_positive")]
+    pub http_max_connections: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// The listener limits these settings describe.
+    pub fn http_limits(&self) -> crate::connections::HttpLimits {
+        crate::connections::HttpLimits {
+            header_timeout: self.http_header_timeout_ms.0,
+            idle_timeout: self.http_idle_timeout_ms.0,
+            max_connections: self.http_max_connections,
+        }
+    }
+}
+
+fn default_header_timeout() -> Millis {
+    Millis(crate::connections::DEFAULT_HEADER_TIMEOUT)
+}
+
+fn default_idle_timeout() -> Millis {
+    Millis(crate::connections::DEFAULT_IDLE_TIMEOUT)
+}
+
+fn positive_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
+    let millis = Millis::deserialize(deserializer)?;
+    if millis.0.is_zero() {
+        return Err(serde::de::Error::custom("must be at least 1 ms"));
+    }
+    Ok(millis)
+}
+
+fn optional_positive<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    let value: usize = parsed(deserializer)?;
+    if value == 0 {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(Some(value))
 }
 
 /// `PLATFORM_ENV`: the name of the environment a process runs in, such as
@@ -223,6 +275,9 @@ impl Default for RuntimeConfig {
             shutdown_timeout_secs: default_shutdown_timeout(),
             shutdown_delay_ms: default_shutdown_delay(),
             platform_env: PlatformEnv::default(),
+            http_header_timeout_ms: default_header_timeout(),
+            http_idle_timeout_ms: default_idle_timeout(),
+            http_max_connections: None,
         }
     }
 }
@@ -233,6 +288,9 @@ impl FromEnv for RuntimeConfig {
         "SHUTDOWN_TIMEOUT_SECS",
         "SHUTDOWN_DELAY_MS",
         "PLATFORM_ENV",
+        "HTTP_HEADER_TIMEOUT_MS",
+        "HTTP_IDLE_TIMEOUT_MS",
+        "HTTP_MAX_CONNECTIONS",
     ];
 }
 

@@ -10,6 +10,8 @@
 pub mod auth;
 pub mod card;
 pub mod config;
+pub mod connections;
+pub mod crypto;
 pub mod health;
 pub mod http;
 pub mod lifecycle;

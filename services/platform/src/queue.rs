@@ -3,10 +3,14 @@
 //! A Redis stream entry has one field, [`PAYLOAD_FIELD`], holding a
 //! [`ChargeMessage`] as JSON. Both sides use this type, so a schema change
 //! is a compile error rather than a dead letter. The message carries the
-//! card, which the transaction record never holds; the connector deletes
-//! the entry once the transaction is final.
+//! card, which the transaction record never holds, sealed with
+//! `CARD_ENCRYPTION_KEY` ([`crate::crypto`]): Redis never sees a card
+//! number or CVC. The connector deletes the entry once the transaction is
+//! final.
 
 use serde::{Deserialize, Serialize};
+
+use crate::crypto::{CardKey, SealError, SealedCard};
 
 /// The stream transactions are queued on.
 pub const STREAM: &str = "transactions";
@@ -27,10 +31,17 @@ pub struct ChargeMessage {
     /// Minor units.
     pub amount: u64,
     pub currency: String,
-    pub card: CardDetails,
+    /// The [`CardDetails`], sealed for this transaction and merchant.
+    pub card: SealedCard,
+    /// When the connector first tried to charge it (Unix ms); set on the
+    /// messages it parks for a retry, so the retry budget counts from the
+    /// first attempt whichever connector makes the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_ms: Option<u64>,
 }
 
-/// Card data in transit to the PSP. `Debug` hides the number and CVC.
+/// Card data in transit to the PSP, before it is sealed and after it is
+/// opened (never on the queue as such). `Debug` hides the number and CVC.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardDetails {
     pub number: String,
@@ -54,6 +65,12 @@ impl std::fmt::Debug for CardDetails {
 }
 
 impl ChargeMessage {
+    /// The card, opened with `key`; it opens only in the message of the
+    /// transaction and merchant it was sealed for.
+    pub fn open_card(&self, key: &CardKey) -> Result<CardDetails, SealError> {
+        key.open(&self.card, &self.transaction_id, &self.merchant_id)
+    }
+
     pub fn to_payload(&self) -> String {
         serde_json::to_string(self).expect("a ChargeMessage always serialises")
     }

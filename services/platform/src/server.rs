@@ -4,13 +4,14 @@
 //! returns its address plus the future of [`Server::run`]; `main` only adds
 //! signal handling. Tests boot the real service in-process the same way.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::connections::HttpLimits;
 use crate::health::Readiness;
 use crate::lifecycle::{self, Shutdown};
 
@@ -31,6 +32,7 @@ pub struct Server {
     routes: Router,
     readiness: Readiness,
     drain_timeout: Duration,
+    limits: HttpLimits,
 }
 
 impl Server {
@@ -50,7 +52,15 @@ impl Server {
             routes,
             readiness,
             drain_timeout,
+            limits: HttpLimits::default(),
         })
+    }
+
+    /// Header-read and idle timeouts and the connection cap (see
+    /// [`crate::connections`]); the defaults unless set.
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The bound address and the serving future, as `build` returns them.
@@ -82,12 +92,13 @@ impl Server {
             routes,
             readiness,
             drain_timeout,
+            limits,
         } = self;
         let addr = listener.local_addr()?;
         let readiness = unless_shutting_down(readiness, shutdown.clone());
-        let router = crate::http::service_router(routes, readiness.clone());
-        let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown.wait());
-        let mut serve = std::pin::pin!(serve.into_future());
+        let router = crate::http::service_router(routes, readiness.clone(), &limits);
+        let serve = crate::connections::serve(listener, router, limits, shutdown.wait());
+        let mut serve = std::pin::pin!(serve);
 
         let lifecycle = tokio::spawn(report_readiness(name, addr, readiness, shutdown.clone()));
         let result = tokio::select! {
@@ -184,6 +195,9 @@ where
 {
     let runtime = crate::config::load_or_exit::<crate::config::RuntimeConfig>();
     let config = crate::config::load_or_exit::<C>();
+    // Before anything opens a descriptor: the connection cap is derived
+    // from this limit, and 1024 is far too low for a network service.
+    let descriptors = crate::connections::raise_descriptor_limit();
     // Services that take a JWT_SECRET refuse the development one outside
     // development (read here, once, for every such service).
     if C::VARS.contains(&"JWT_SECRET")
@@ -193,7 +207,22 @@ where
     {
         crate::config::exit_with(&error);
     }
+    // The same for the development CARD_ENCRYPTION_KEY, which also
+    // applies when none is set.
+    if C::VARS.contains(&crate::crypto::KEY_VARIABLE) {
+        let key = std::env::var(crate::crypto::KEY_VARIABLE)
+            .ok()
+            .and_then(|text| crate::crypto::CardKey::parse(&text).ok())
+            .unwrap_or_default();
+        if let Err(error) = crate::crypto::refuse_development_key(&runtime.platform_env, &key) {
+            crate::config::exit_with(&error);
+        }
+    }
     let _telemetry = crate::telemetry::init(name, runtime.log_format);
+    match descriptors {
+        Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the file descriptor limit"),
+    }
     let shutdown = Shutdown::on_signals_with_delay(runtime.shutdown_delay_ms.0);
     let (addr, serve) = match build(config, runtime, shutdown).await {
         Ok(started) => started,

@@ -335,3 +335,150 @@ async fn the_caller_extractor_answers_401_with_a_code_per_case() {
         );
     }
 }
+
+/// Tokens signed with the right secret that auth-api could never have
+/// issued (issue 21, point 9): each is refused as invalid, while the edges
+/// of what it can issue still pass.
+#[test]
+fn tokens_auth_api_could_not_have_issued_are_refused() {
+    let key = SECRET.as_bytes();
+    let now = now();
+    let lifetime = |iat: u64, exp: u64| {
+        let mut claims = valid_claims();
+        claims["iat"] = json!(iat);
+        claims["exp"] = json!(exp);
+        claims
+    };
+    let crit = |crit: Value| {
+        hs256_over(
+            &json!({"alg": "HS256", "typ": "JWT", "crit": crit}),
+            &valid_claims().to_string(),
+            key,
+        )
+    };
+    let refused: Vec<(&str, String)> = vec![
+        (
+            "exp ten years ahead",
+            signed(
+                Algorithm::HS256,
+                &lifetime(now, now + 10 * 365 * 86_400),
+                key,
+            ),
+        ),
+        (
+            "exp 2^63",
+            signed(Algorithm::HS256, &lifetime(now, 1 << 63), key),
+        ),
+        (
+            "exp u64::MAX",
+            signed(Algorithm::HS256, &lifetime(now, u64::MAX), key),
+        ),
+        (
+            "lifetime one second over the maximum",
+            signed(Algorithm::HS256, &lifetime(now, now + 3601), key),
+        ),
+        (
+            "iat a minute in the future",
+            signed(Algorithm::HS256, &lifetime(now + 60, now + 90), key),
+        ),
+        (
+            "exp before iat",
+            signed(Algorithm::HS256, &lifetime(now + 3, now + 1), key),
+        ),
+        (
+            "exp equal to iat",
+            signed(Algorithm::HS256, &lifetime(now + 2, now + 2), key),
+        ),
+        ("crit naming a claim", crit(json!(["exp"]))),
+        ("crit b64 (RFC 7797)", crit(json!(["b64"]))),
+        ("crit empty", crit(json!([]))),
+        ("crit not a list", crit(json!("exp"))),
+        (
+            "mid with key-name characters",
+            signed(
+                Algorithm::HS256,
+                &with_claim("mid", json!("acme:status:pending")),
+                key,
+            ),
+        ),
+        (
+            "mid empty",
+            signed(Algorithm::HS256, &with_claim("mid", json!("")), key),
+        ),
+        (
+            "mid 65 characters",
+            signed(
+                Algorithm::HS256,
+                &with_claim("mid", json!("m".repeat(65))),
+                key,
+            ),
+        ),
+        (
+            "mid with a space",
+            signed(Algorithm::HS256, &with_claim("mid", json!("ac me")), key),
+        ),
+        (
+            "mid not ASCII",
+            signed(Algorithm::HS256, &with_claim("mid", json!("acmé")), key),
+        ),
+        (
+            "sub with key-name characters",
+            signed(Algorithm::HS256, &with_claim("sub", json!("alice:tx")), key),
+        ),
+        (
+            "sub empty",
+            signed(Algorithm::HS256, &with_claim("sub", json!("")), key),
+        ),
+        (
+            "sub with a newline",
+            signed(
+                Algorithm::HS256,
+                &with_claim("sub", json!("alice\nbob")),
+                key,
+            ),
+        ),
+    ];
+    for (case, token) in refused {
+        assert_eq!(
+            verifier().verify(&token),
+            Err(TokenError::Invalid),
+            "{case}: {token}"
+        );
+    }
+
+    // The edges of what auth-api issues: the longest lifetime, an issuer
+    // clock a little ahead, and every character an id may have.
+    let accepted: Vec<(&str, Value)> = vec![
+        ("lifetime exactly the maximum", lifetime(now, now + 3600)),
+        ("iat 3 s ahead (clock skew)", lifetime(now + 3, now + 33)),
+        (
+            "ids with every allowed character",
+            json!({
+                "sub": "Al.ice_9-x", "mid": "m".repeat(64), "iss": ISSUER, "aud": AUDIENCE,
+                "iat": now, "exp": now + 30, "jti": "j",
+            }),
+        ),
+    ];
+    for (case, claims) in accepted {
+        let token = signed(Algorithm::HS256, &claims, key);
+        assert!(verifier().verify(&token).is_ok(), "{case}");
+    }
+    // A token with an unknown header parameter that is not `crit` is fine.
+    let kid = hs256_over(
+        &json!({"alg": "HS256", "typ": "JWT", "kid": "k1"}),
+        &valid_claims().to_string(),
+        key,
+    );
+    assert!(verifier().verify(&kid).is_ok());
+}
+
+#[test]
+fn the_identifier_rule_is_the_merchant_id_rule() {
+    use platform::auth::is_identifier;
+    for good in ["acme", "globex", "a", "A-Z_a.z-0", &"x".repeat(64)] {
+        assert!(is_identifier(good), "{good}");
+    }
+    for bad in ["", "acme:x", "a b", "é", "a/b", "a*", &"x".repeat(65)] {
+        assert!(!is_identifier(bad), "{bad}");
+    }
+}

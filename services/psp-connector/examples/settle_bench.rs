@@ -240,12 +240,17 @@ fn seed(conn: &mut redis::Connection, n: usize) {
                 merchant_id: MERCHANT.into(),
                 amount: 1299,
                 currency: "EUR".into(),
-                card: CardDetails {
-                    number: "4242424242424242".into(),
-                    expiry_month: 12,
-                    expiry_year: 2030,
-                    cvc: "123".into(),
-                },
+                card: platform::crypto::CardKey::development().seal(
+                    &CardDetails {
+                        number: "4242424242424242".into(),
+                        expiry_month: 12,
+                        expiry_year: 2030,
+                        cvc: "123".into(),
+                    },
+                    id.as_str(),
+                    MERCHANT,
+                ),
+                first_attempt_ms: None,
             };
             pipe.xadd(STREAM, "*", &[(PAYLOAD_FIELD, message.to_payload())])
                 .ignore();

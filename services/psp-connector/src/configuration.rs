@@ -2,14 +2,19 @@
 //!
 //! Beyond the DESIGN table: `CONNECTOR_CLAIM_IDLE_MS` (reclaim messages a
 //! dead consumer left pending after this long), `CONNECTOR_CONSUMER_NAME`
-//! (default `<hostname>-<pid>`), and the retry backoff
-//! `CONNECTOR_RETRY_BASE_MS` / `CONNECTOR_RETRY_MAX_MS` /
-//! `CONNECTOR_RETRY_POLL_MS`.
+//! (default `<hostname>-<pid>`), the retry budget `PSP_RETRY_BUDGET_SECS`,
+//! and the retry backoff `CONNECTOR_RETRY_BASE_MS` /
+//! `CONNECTOR_RETRY_MAX_MS` / `CONNECTOR_RETRY_POLL_MS`.
+//!
+//! Retries are bounded by time, not by a count: a PSP outage lasts seconds
+//! or minutes, whatever the attempt number. `PSP_MAX_ATTEMPTS` is now an
+//! optional extra cap (unset by default), for tests and for PSPs that
+//! charge per request.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use platform::config::{FromEnv, ListenAddr, Millis};
+use platform::config::{FromEnv, ListenAddr, Millis, Secs};
 use platform::redis::RedisUrl;
 use serde::{Deserialize, Deserializer};
 
@@ -25,9 +30,15 @@ pub struct Config {
     /// Whole-request timeout of one charge call.
     #[serde(default = "default_timeout")]
     pub psp_timeout_ms: Millis,
-    /// Charge attempts before a transaction is `failed` and dead-lettered.
-    #[serde(default = "default_max_attempts", deserialize_with = "at_least_one")]
-    pub psp_max_attempts: u32,
+    /// How long a transaction keeps being retried after its first attempt
+    /// met a retryable outcome (timeout, refused connection, 429, 5xx);
+    /// then it is `failed` and dead-lettered (`retry_budget_exhausted`).
+    #[serde(default = "default_retry_budget", deserialize_with = "positive_secs")]
+    pub psp_retry_budget_secs: Secs,
+    /// Optional cap on charge attempts (unset: only the budget counts);
+    /// reaching it fails the transaction (`max_attempts_exceeded`).
+    #[serde(default, deserialize_with = "optional_at_least_one")]
+    pub psp_max_attempts: Option<u32>,
     /// Transactions processed at once by this process.
     #[serde(default = "default_concurrency", deserialize_with = "at_least_one")]
     pub connector_concurrency: usize,
@@ -37,11 +48,18 @@ pub struct Config {
     /// This process's consumer name in the group; must be unique per process.
     #[serde(default)]
     pub connector_consumer_name: Option<String>,
-    /// First retry delay cap; doubled per attempt up to the max (full jitter).
+    /// First retry delay cap; doubled per attempt up to the max (full
+    /// jitter): at most 5 s by default, so a recovered PSP is used again
+    /// within seconds.
     #[serde(default = "default_retry_base", deserialize_with = "positive_millis")]
     pub connector_retry_base_ms: Millis,
     #[serde(default = "default_retry_max", deserialize_with = "positive_millis")]
     pub connector_retry_max_ms: Millis,
+    /// Opens the card data core-api sealed on the queue (the same key as
+    /// core-api's); the development key when unset, refused outside
+    /// development.
+    #[serde(default)]
+    pub card_encryption_key: platform::crypto::CardKey,
     /// How often due retries are moved back onto the stream.
     #[serde(default = "default_retry_poll", deserialize_with = "positive_millis")]
     pub connector_retry_poll_ms: Millis,
@@ -53,8 +71,8 @@ fn default_addr() -> ListenAddr {
 fn default_timeout() -> Millis {
     Millis(Duration::from_millis(2000))
 }
-fn default_max_attempts() -> u32 {
-    5
+fn default_retry_budget() -> Secs {
+    Secs(Duration::from_secs(300))
 }
 fn default_concurrency() -> usize {
     64
@@ -66,7 +84,7 @@ fn default_retry_base() -> Millis {
     Millis(Duration::from_millis(250))
 }
 fn default_retry_max() -> Millis {
-    Millis(Duration::from_millis(30_000))
+    Millis(Duration::from_millis(5_000))
 }
 fn default_retry_poll() -> Millis {
     Millis(Duration::from_millis(100))
@@ -85,6 +103,20 @@ where
     Ok(value)
 }
 
+fn optional_at_least_one<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    at_least_one(deserializer).map(Some)
+}
+
+fn positive_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Secs, D::Error> {
+    let secs = Secs::deserialize(deserializer)?;
+    if secs.0.is_zero() {
+        return Err(serde::de::Error::custom("must be at least 1 s"));
+    }
+    Ok(secs)
+}
+
 fn positive_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
     let millis = Millis::deserialize(deserializer)?;
     if millis.0.is_zero() {
@@ -99,6 +131,7 @@ impl FromEnv for Config {
         "REDIS_URL",
         "PSP_URL",
         "PSP_TIMEOUT_MS",
+        "PSP_RETRY_BUDGET_SECS",
         "PSP_MAX_ATTEMPTS",
         "CONNECTOR_CONCURRENCY",
         "CONNECTOR_CLAIM_IDLE_MS",
@@ -106,6 +139,7 @@ impl FromEnv for Config {
         "CONNECTOR_RETRY_BASE_MS",
         "CONNECTOR_RETRY_MAX_MS",
         "CONNECTOR_RETRY_POLL_MS",
+        "CARD_ENCRYPTION_KEY",
     ];
 }
 

@@ -46,15 +46,20 @@ pub async fn build(
         Readiness::redis(redis.clone()).and(liveness.readiness()),
         drain_timeout,
     )
-    .await?;
+    .await?
+    .with_limits(runtime.http_limits());
     let addr = server.local_addr();
 
     let worker = Arc::new(worker::Worker {
         redis: redis.clone(),
         psp: psp::PspClient::new(&config.psp_url, config.psp_timeout_ms.0)?,
-        max_attempts: config.psp_max_attempts,
-        retry_base: config.connector_retry_base_ms.0,
-        retry_max: config.connector_retry_max_ms.0,
+        card_key: config.card_encryption_key.clone(),
+        retry: worker::RetryPolicy {
+            budget: config.psp_retry_budget_secs.0,
+            max_attempts: config.psp_max_attempts,
+            base: config.connector_retry_base_ms.0,
+            max: config.connector_retry_max_ms.0,
+        },
     });
     let consumer = Consumer {
         name: config.consumer_name(),

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use platform::queue::ChargeMessage;
+use platform::queue::{CardDetails, ChargeMessage};
 use serde::Deserialize;
 
 use crate::configuration::PspUrl;
@@ -58,15 +58,16 @@ impl PspClient {
         })
     }
 
-    pub async fn charge(&self, message: &ChargeMessage) -> ChargeOutcome {
+    /// Charges `card` (opened from `message`) for `message`.
+    pub async fn charge(&self, message: &ChargeMessage, card: &CardDetails) -> ChargeOutcome {
         let body = serde_json::json!({
             "amount": message.amount,
             "currency": message.currency,
             "card": {
-                "number": message.card.number,
-                "expiry_month": message.card.expiry_month,
-                "expiry_year": message.card.expiry_year,
-                "cvc": message.card.cvc,
+                "number": card.number,
+                "expiry_month": card.expiry_month,
+                "expiry_year": card.expiry_year,
+                "cvc": card.cvc,
             },
             "metadata": {
                 "transaction_id": message.transaction_id,

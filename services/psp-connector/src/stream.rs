@@ -153,13 +153,14 @@ pub async fn finish<C: ConnectionLike + Send>(
         .await
 }
 
-/// What goes into `transactions:dead`. Never the payload: it holds the card
-/// number and CVC. The original entry id, transaction id and request id
+/// What goes into `transactions:dead`. Never the payload (its card is
+/// sealed, but a dead letter has no need of it). The original entry id, transaction id and request id
 /// identify the transaction, whose record holds everything else.
 #[derive(Debug, Clone, Default)]
 pub struct DeadLetter {
     /// Stable code: `undecodable`, `unknown_transaction`,
-    /// `max_attempts_exceeded`, `psp_rejected_request`.
+    /// `max_attempts_exceeded`, `retry_budget_exhausted`, `psp_rejected_request`,
+    /// `undecryptable`.
     pub reason: &'static str,
     /// Human-readable detail (never card data).
     pub error: String,

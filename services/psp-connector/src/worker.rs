@@ -23,15 +23,30 @@ use crate::stream::{self, DeadLetter, Entry};
 pub struct Worker {
     pub redis: Redis,
     pub psp: PspClient,
-    pub max_attempts: u32,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
+    /// Opens the sealed card of each message.
+    pub card_key: platform::crypto::CardKey,
+    pub retry: RetryPolicy,
+}
+
+/// When a retryable outcome is tried again.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// How long after its first attempt a transaction is still retried.
+    pub budget: Duration,
+    /// An optional cap on attempts, on top of the budget.
+    pub max_attempts: Option<u32>,
+    /// Backoff: full jitter up to `base · 2^(attempt-1)`, capped at `max`.
+    pub base: Duration,
+    pub max: Duration,
 }
 
 /// `failure_reason` when every attempt hit a retryable error.
 pub const FAILURE_PSP_UNAVAILABLE: &str = "psp_unavailable";
 /// `failure_reason` when the PSP refused the request as malformed.
 pub const FAILURE_PSP_REJECTED: &str = "psp_rejected_request";
+/// `failure_reason` when the message's card does not open with this
+/// connector's `CARD_ENCRYPTION_KEY` (keys differ, or it was altered).
+pub const FAILURE_CARD_UNREADABLE: &str = "card_unreadable";
 
 impl Worker {
     /// Handles `entry`. A Redis error leaves it pending (it is reclaimed
@@ -71,7 +86,7 @@ impl Worker {
         }
     }
 
-    async fn charge(&self, entry_id: String, message: ChargeMessage) -> redis::RedisResult<()> {
+    async fn charge(&self, entry_id: String, mut message: ChargeMessage) -> redis::RedisResult<()> {
         let mut conn = self.redis.conn();
         let id = match TransactionId::parse(&message.transaction_id) {
             Ok(id) => id,
@@ -114,6 +129,26 @@ impl Worker {
             return stream::finish(&mut conn, &entry_id).await;
         }
 
+        let card = match message.open_card(&self.card_key) {
+            Ok(card) => card,
+            Err(error) => {
+                // No attempt can ever succeed: fail it now, and say why.
+                tracing::warn!(%error, "card does not open; failing the transaction");
+                let fail = Transition {
+                    from: vec![Status::Pending, Status::Processing],
+                    to: Status::Failed,
+                    add_attempts: 0,
+                    fields: vec![("failure_reason", FAILURE_CARD_UNREADABLE.to_owned())],
+                };
+                transaction::transition(&mut conn, &id, &fail).await?;
+                return stream::dead_letter(
+                    &mut conn,
+                    &letter("undecryptable", error.to_string(), Some(attempts)),
+                )
+                .await;
+            }
+        };
+
         let start = Transition {
             from: vec![Status::Pending, Status::Processing],
             to: Status::Processing,
@@ -136,8 +171,15 @@ impl Worker {
             }
         }
         let attempt = attempts + 1;
+        let first_attempt_ms = *message.first_attempt_ms.get_or_insert_with(stream::now_ms);
 
-        let outcome = self.psp.charge(&message).await;
+        let outcome = self.psp.charge(&message, &card).await;
+        let retry = match &outcome {
+            ChargeOutcome::Retryable(_) => {
+                Some(self.retry.next(attempt, first_attempt_ms, stream::now_ms()))
+            }
+            _ => None,
+        };
         let (to, fields, dead) = match outcome {
             ChargeOutcome::Approved => (Status::Succeeded, vec![], None),
             ChargeOutcome::Declined(code) => (Status::Declined, vec![("decline_code", code)], None),
@@ -146,29 +188,30 @@ impl Worker {
                 vec![("failure_reason", FAILURE_PSP_REJECTED.to_owned())],
                 Some(letter("psp_rejected_request", error, Some(attempt))),
             ),
-            ChargeOutcome::Retryable(error) if attempt >= self.max_attempts => (
-                Status::Failed,
-                vec![("failure_reason", FAILURE_PSP_UNAVAILABLE.to_owned())],
-                Some(letter("max_attempts_exceeded", error, Some(attempt))),
-            ),
-            ChargeOutcome::Retryable(error) => {
-                let delay = backoff(attempt, self.retry_base, self.retry_max);
-                tracing::info!(
-                    attempt,
-                    %error,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "retryable PSP error; retry scheduled"
-                );
-                let due = stream::now_ms() + delay.as_millis() as u64;
-                return stream::schedule_retry(
-                    &mut conn,
-                    &entry_id,
-                    id.as_str(),
-                    &message.to_payload(),
-                    due,
-                )
-                .await;
-            }
+            ChargeOutcome::Retryable(error) => match retry.expect("decided for retryable") {
+                Retry::GiveUp(reason) => (
+                    Status::Failed,
+                    vec![("failure_reason", FAILURE_PSP_UNAVAILABLE.to_owned())],
+                    Some(letter(reason, error, Some(attempt))),
+                ),
+                Retry::After(delay) => {
+                    tracing::info!(
+                        attempt,
+                        %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "retryable PSP error; retry scheduled"
+                    );
+                    let due = stream::now_ms() + delay.as_millis() as u64;
+                    return stream::schedule_retry(
+                        &mut conn,
+                        &entry_id,
+                        id.as_str(),
+                        &message.to_payload(),
+                        due,
+                    )
+                    .await;
+                }
+            },
         };
 
         let done = Transition {
@@ -201,6 +244,36 @@ impl Worker {
                 stream::finish(&mut conn, &entry_id).await
             }
         }
+    }
+}
+
+/// What to do after a retryable outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Try again after this long.
+    After(Duration),
+    /// Stop: the dead-letter reason.
+    GiveUp(&'static str),
+}
+
+impl RetryPolicy {
+    /// After attempt number `attempt` of a transaction first tried at
+    /// `first_attempt_ms` failed retryably (at `now_ms`): the next delay,
+    /// never past the end of the budget (so the last attempt is made at its
+    /// end), or why to stop.
+    fn next(&self, attempt: u32, first_attempt_ms: u64, now_ms: u64) -> Retry {
+        if self.max_attempts.is_some_and(|max| attempt >= max) {
+            return Retry::GiveUp("max_attempts_exceeded");
+        }
+        let elapsed = Duration::from_millis(now_ms.saturating_sub(first_attempt_ms));
+        let Some(left) = self
+            .budget
+            .checked_sub(elapsed)
+            .filter(|left| !left.is_zero())
+        else {
+            return Retry::GiveUp("retry_budget_exhausted");
+        };
+        Retry::After(backoff(attempt, self.base, self.max).min(left))
     }
 }
 
@@ -244,6 +317,38 @@ mod tests {
             assert!(backoff(3, base, max) <= base * 4);
             assert!(backoff(30, base, max) <= max);
         }
+    }
+
+    #[test]
+    fn retries_stop_at_the_budget_or_the_optional_cap() {
+        let policy = |max_attempts| RetryPolicy {
+            budget: Duration::from_secs(60),
+            max_attempts,
+            base: Duration::from_millis(250),
+            max: Duration::from_secs(5),
+        };
+        let now = 1_000_000_000;
+        let unlimited = policy(None);
+        // Attempt 40 within the budget is retried, within the backoff cap.
+        match unlimited.next(40, now - 1_000, now) {
+            Retry::After(delay) => assert!(delay <= Duration::from_secs(5), "{delay:?}"),
+            other => panic!("{other:?}"),
+        }
+        // Near the end of the budget the delay is what is left of it.
+        match unlimited.next(40, now - 59_900, now) {
+            Retry::After(delay) => assert!(delay <= Duration::from_millis(100), "{delay:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            unlimited.next(2, now - 60_000, now),
+            Retry::GiveUp("retry_budget_exhausted")
+        );
+        let capped = policy(Some(3));
+        assert!(matches!(capped.next(2, now, now), Retry::After(_)));
+        assert_eq!(
+            capped.next(3, now, now),
+            Retry::GiveUp("max_attempts_exceeded")
+        );
     }
 
     #[test]

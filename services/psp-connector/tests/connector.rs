@@ -316,12 +316,17 @@ async fn poison_message_is_dead_lettered_and_the_queue_keeps_flowing() {
         merchant_id: common::MERCHANT.into(),
         amount: 1299,
         currency: "EUR".into(),
-        card: platform::queue::CardDetails {
-            number: APPROVED.into(),
-            expiry_month: 12,
-            expiry_year: 2030,
-            cvc: "123".into(),
-        },
+        card: platform::crypto::CardKey::development().seal(
+            &platform::queue::CardDetails {
+                number: APPROVED.into(),
+                expiry_month: 12,
+                expiry_year: 2030,
+                cvc: "123".into(),
+            },
+            first.as_str(),
+            common::MERCHANT,
+        ),
+        first_attempt_ms: None,
     };
     let _: String = conn
         .xadd(STREAM, "*", &[("payload", message.to_payload())])
@@ -518,6 +523,8 @@ async fn consumers_of_exited_processes_are_removed_from_the_group() {
 fn bad_settings_stop_the_process_with_a_one_line_error() {
     for (name, value, problem) in [
         ("PSP_MAX_ATTEMPTS", "0", "must be at least 1"),
+        ("PSP_RETRY_BUDGET_SECS", "0", "at least 1 s"),
+        ("CARD_ENCRYPTION_KEY", "0123", "must be 32 bytes"),
         ("CONNECTOR_CONCURRENCY", "many", "invalid digit"),
         ("PSP_URL", "ftp://psp", "http"),
         ("CONNECTOR_CLAIM_IDLE_MS", "0", "at least 1 ms"),
@@ -535,4 +542,126 @@ fn bad_settings_stop_the_process_with_a_one_line_error() {
         );
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
+}
+
+/// A PSP answering 503 to everything for 8 s, then healthy again (issue 21,
+/// point 4), with the connector's default retry settings: every payment
+/// succeeds once the PSP is back, none is failed, none charged twice. With
+/// the old five attempts at a 250 ms base (3.75 s at most) most failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_psp_outage_within_the_retry_budget_fails_nothing() {
+    const PAYMENTS: usize = 200;
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let port = free_port();
+    let outage = Sandbox::start(port, 0, 1.0).await;
+    let connector = Connector::spawn(
+        &redis.url(),
+        &outage.url(),
+        &[
+            ("PSP_MAX_ATTEMPTS", String::new()),
+            ("CONNECTOR_RETRY_BASE_MS", String::new()),
+            ("CONNECTOR_RETRY_MAX_MS", String::new()),
+        ],
+    );
+    connector.wait_ready().await;
+
+    let ids = seed(&mut conn, &[APPROVED; PAYMENTS]);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = records(&mut conn, &ids);
+    assert!(
+        during.values().all(|r| r.status == "processing"),
+        "nothing final while the PSP answers 503: {during:?}"
+    );
+    let tried = during.values().map(|r| r.attempts).max().unwrap_or(0);
+    assert!(tried > 5, "retried beyond the old five attempts: {tried}");
+    let refused = stat(&outage.stats().await, "unavailable");
+    assert_eq!(stat(&outage.stats().await, "total_charges"), 0);
+    outage.stop().await;
+
+    let healthy = Sandbox::start(port, 0, 0.0).await;
+    let settled = wait_final(&mut conn, &ids, Duration::from_secs(30)).await;
+    let failed: Vec<_> = settled
+        .values()
+        .filter(|r| r.status != "succeeded")
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} not succeeded: {failed:?}",
+        failed.len()
+    );
+    let stats = healthy.stats().await;
+    assert_eq!(stat(&stats, "total_charges"), PAYMENTS as u64, "{stats}");
+    assert_eq!(stat(&stats, "keys"), PAYMENTS as u64, "{stats}");
+    assert_eq!(stat(&stats, "max_charges_per_key"), 1, "{stats}");
+    assert!(stream_entries(&mut conn, DEAD_LETTER_STREAM).is_empty());
+    eprintln!("{refused} requests answered 503 during the 8 s outage");
+}
+
+/// Past the budget a payment is failed and dead-lettered as
+/// `retry_budget_exhausted`, however few attempts that took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_when_the_budget_is_spent() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let psp_url = format!("http://127.0.0.1:{}", free_port());
+    let connector = Connector::spawn(
+        &redis.url(),
+        &psp_url,
+        &[
+            ("PSP_MAX_ATTEMPTS", String::new()),
+            ("PSP_RETRY_BUDGET_SECS", "2".into()),
+            ("CONNECTOR_RETRY_MAX_MS", "200".into()),
+        ],
+    );
+    connector.wait_ready().await;
+    let started = std::time::Instant::now();
+    let ids = seed(&mut conn, &[APPROVED; 5]);
+    let settled = wait_final(&mut conn, &ids, Duration::from_secs(15)).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    for record in settled.values() {
+        assert_eq!(record.status, "failed", "{record:?}");
+        assert_eq!(record.failure_reason.as_deref(), Some("psp_unavailable"));
+        assert!(record.attempts > 3, "kept trying for 2 s: {record:?}");
+    }
+    wait_until("dead letters written", Duration::from_secs(5), || {
+        stream_entries(&mut conn, DEAD_LETTER_STREAM).len() == 5
+    })
+    .await;
+    for (_, fields) in stream_entries(&mut conn, DEAD_LETTER_STREAM) {
+        assert_eq!(fields["reason"], "retry_budget_exhausted", "{fields:?}");
+    }
+}
+
+/// A connector whose CARD_ENCRYPTION_KEY is not core-api's cannot open the
+/// cards: each transaction is failed (`card_unreadable`) and dead-lettered
+/// (`undecryptable`) at once, without a call to the PSP, and the queue
+/// keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cards_sealed_with_another_key_fail_without_a_charge() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let sandbox = Sandbox::start(0, 0, 0.0).await;
+    let other = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
+    let connector = Connector::spawn(
+        &redis.url(),
+        &sandbox.url(),
+        &[("CARD_ENCRYPTION_KEY", other.into())],
+    );
+    connector.wait_ready().await;
+    let ids = seed(&mut conn, &[APPROVED; 5]);
+    let settled = wait_final(&mut conn, &ids, Duration::from_secs(10)).await;
+    for record in settled.values() {
+        assert_eq!(record.status, "failed", "{record:?}");
+        assert_eq!(record.failure_reason.as_deref(), Some("card_unreadable"));
+        assert_eq!(record.attempts, 0);
+    }
+    wait_until("dead letters written", Duration::from_secs(5), || {
+        stream_entries(&mut conn, DEAD_LETTER_STREAM).len() == 5
+    })
+    .await;
+    for (_, fields) in stream_entries(&mut conn, DEAD_LETTER_STREAM) {
+        assert_eq!(fields["reason"], "undecryptable", "{fields:?}");
+    }
+    assert_eq!(stat(&sandbox.stats().await, "requests"), 0);
 }

@@ -34,12 +34,10 @@ pub fn decide(number: &str, expired: bool) -> Decision {
     }
 }
 
-/// 12–19 digits passing the Luhn check.
+/// 13–19 digits passing the Luhn check, not all zeros (the platform's one
+/// definition, [`platform::card::is_card_number`]).
 pub fn is_valid_number(number: &str) -> bool {
-    if !(12..=19).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
-    }
-    platform::card::luhn_valid(number)
+    platform::card::is_card_number(number)
 }
 
 /// The card network, from the leading digits (for the charge object).
@@ -77,6 +75,8 @@ mod tests {
         assert!(!is_valid_number("4242424242424241"));
         assert!(!is_valid_number("42424242424a4242"));
         assert!(!is_valid_number("42"));
+        assert!(!is_valid_number("0000000000000000"));
+        assert!(!is_valid_number("424242424242"), "12 digits");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cards::{self, Decision};
 use crate::configuration::FailureRate;
-use crate::ledger::{Ledger, Stats, StoredAnswer};
+use crate::ledger::{KeyState, Ledger, Stats, StoredAnswer};
 
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -129,12 +129,19 @@ impl ChargeRequest {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
+    let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
         return Err(ApiError::bad_request(
             "idempotency_key_missing",
             "an Idempotency-Key header is required for charges",
         ));
     };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "idempotency_key_invalid",
+            "send one Idempotency-Key header, not several",
+        ));
+    }
     let key = value.to_str().unwrap_or("");
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
@@ -173,9 +180,22 @@ async fn decide(
     request: &ChargeRequest,
     fingerprint: u64,
 ) -> Result<Response, ApiError> {
-    let entry = charges.ledger.entry(key);
-    let mut state = entry.lock().await;
-    if let Some(answer) = &state.answer {
+    let slot = charges.ledger.entry(key);
+    let answer = decide_locked(charges, &slot, key, request, fingerprint).await;
+    drop(slot);
+    charges.ledger.release(key);
+    answer
+}
+
+async fn decide_locked(
+    charges: &Charges,
+    slot: &tokio::sync::Mutex<KeyState>,
+    key: &str,
+    request: &ChargeRequest,
+    fingerprint: u64,
+) -> Result<Response, ApiError> {
+    let mut state = slot.lock().await;
+    if let Some(answer) = state.answer(charges.ledger.ttl()) {
         if answer.fingerprint != fingerprint {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -186,7 +206,8 @@ async fn decide(
         }
         charges.ledger.record_replay();
         tracing::debug!(idempotency_key = %key, "replaying stored answer");
-        let mut response = (answer.status, axum::Json(answer.body.clone())).into_response();
+        let mut response =
+            (answer.status, axum::Json(charge_body(request, key, answer))).into_response();
         response.headers_mut().insert(
             IDEMPOTENT_REPLAYED.clone(),
             HeaderValue::from_static("true"),
@@ -200,7 +221,7 @@ async fn decide(
     } else {
         cards::decide(&request.card.number, request.is_expired())
     };
-    let (status, charge_status, decline_code) = match decision {
+    let (status, decline_code) = match decision {
         Decision::ProcessingError => {
             charges.ledger.record_unavailable();
             tracing::debug!(idempotency_key = %key, injected, "answering 503");
@@ -209,15 +230,38 @@ async fn decide(
                 "the charge could not be processed; retry with the same Idempotency-Key",
             ));
         }
-        Decision::Approved => (StatusCode::OK, "succeeded", None),
-        Decision::Declined(code) => (StatusCode::PAYMENT_REQUIRED, "declined", Some(code)),
+        Decision::Approved => (StatusCode::OK, None),
+        Decision::Declined(code) => (StatusCode::PAYMENT_REQUIRED, Some(code)),
     };
+    let answer = StoredAnswer {
+        fingerprint,
+        status,
+        decline_code,
+        charge_id: uuid::Uuid::new_v4(),
+        created_at: now_millis(),
+        decided: std::time::Instant::now(),
+    };
+    let body = charge_body(request, key, &answer);
+    tracing::debug!(idempotency_key = %key, status = body["status"].as_str(), decline_code, "charge decided");
+    charges.ledger.record_charge(key, &mut state, answer);
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// The charge object: the decision's own fields from `answer`, the rest
+/// from the request (a replayed request has the same fingerprint, so the
+/// same fields, and gets the same body).
+fn charge_body(request: &ChargeRequest, key: &str, answer: &StoredAnswer) -> serde_json::Value {
     let number = &request.card.number;
-    let body = serde_json::json!({
-        "id": format!("ch_{}", uuid::Uuid::new_v4().simple()),
+    let status = if answer.status == StatusCode::OK {
+        "succeeded"
+    } else {
+        "declined"
+    };
+    serde_json::json!({
+        "id": format!("ch_{}", answer.charge_id.simple()),
         "object": "charge",
-        "status": charge_status,
-        "decline_code": decline_code,
+        "status": status,
+        "decline_code": answer.decline_code,
         "amount": request.amount,
         "currency": request.currency,
         "card": {
@@ -229,18 +273,18 @@ async fn decide(
         "reference": request.reference,
         "metadata": request.metadata,
         "idempotency_key": key,
-        "created_at": platform::transaction::now_rfc3339(),
-    });
-    tracing::debug!(idempotency_key = %key, status = charge_status, decline_code, "charge decided");
-    charges.ledger.record_charge(
-        &mut state,
-        StoredAnswer {
-            fingerprint,
-            status,
-            body: body.clone(),
-        },
-    );
-    Ok((status, axum::Json(body)).into_response())
+        "created_at": answer
+            .created_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("formattable time"),
+    })
+}
+
+/// Now in UTC, at millisecond precision (as every other timestamp).
+fn now_millis() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.millisecond() as u32 * 1_000_000)
+        .expect("valid nanos")
 }
 
 /// `PSP_LATENCY_MS` ± 10 % (so concurrent requests do not finish in

@@ -1,6 +1,6 @@
 //! psp-sandbox's settings (docs/architecture.md "Lifecycle"; test cards listed in the README).
 
-use platform::config::{FromEnv, ListenAddr};
+use platform::config::{FromEnv, ListenAddr, Secs};
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -13,6 +13,23 @@ pub struct Config {
     /// Fraction of charge requests answered 503 without charging.
     #[serde(default)]
     pub psp_failure_rate: FailureRate,
+    /// How long an answer is replayed for its `Idempotency-Key` (24 h).
+    #[serde(default = "default_ttl")]
+    pub psp_idempotency_ttl_secs: Secs,
+    /// The most answers kept for replay; the oldest leave first.
+    #[serde(
+        default = "default_max_keys",
+        deserialize_with = "platform::config::parsed"
+    )]
+    pub psp_ledger_max_keys: usize,
+}
+
+fn default_ttl() -> Secs {
+    Secs(crate::ledger::DEFAULT_TTL)
+}
+
+fn default_max_keys() -> usize {
+    crate::ledger::DEFAULT_MAX_ANSWERS
 }
 
 fn default_addr() -> ListenAddr {
@@ -20,8 +37,13 @@ fn default_addr() -> ListenAddr {
 }
 
 impl FromEnv for Config {
-    const VARS: &'static [&'static str] =
-        &["PSP_SANDBOX_ADDR", "PSP_LATENCY_MS", "PSP_FAILURE_RATE"];
+    const VARS: &'static [&'static str] = &[
+        "PSP_SANDBOX_ADDR",
+        "PSP_LATENCY_MS",
+        "PSP_FAILURE_RATE",
+        "PSP_IDEMPOTENCY_TTL_SECS",
+        "PSP_LEDGER_MAX_KEYS",
+    ];
 }
 
 impl Config {
@@ -31,6 +53,8 @@ impl Config {
             psp_sandbox_addr: addr,
             psp_latency_ms: 0,
             psp_failure_rate: FailureRate::default(),
+            psp_idempotency_ttl_secs: default_ttl(),
+            psp_ledger_max_keys: default_max_keys(),
         }
     }
 }

@@ -5,31 +5,60 @@
 //! Each key has its own async lock, so concurrent requests with one key are
 //! decided once and the others replay that decision, while requests with
 //! different keys never wait for each other.
+//!
+//! Bounded, as a PSP's idempotency store is: an answer is replayed for
+//! `PSP_IDEMPOTENCY_TTL_SECS` (default 24 h, what PSPs commonly keep) and at
+//! most `PSP_LEDGER_MAX_KEYS` answers are kept, the oldest decision leaving
+//! first. A key whose answer is gone is a new key: charging under it again
+//! is a second charge, and the stats count it as one.
+//!
+//! The stats stay exact however much is evicted, because the count of
+//! charges per key is kept apart from the answers, compactly: a 64-bit hash
+//! of the key and a counter (about 30 bytes per key ever charged, against
+//! ~250 for a stored answer). A hash collision could only make two keys
+//! look like one key charged twice — a false alarm, never a hidden double
+//! charge.
+//!
+//! A stored answer holds only what the decision added (charge id, status,
+//! decline code, time); the rest of the replayed body comes from the
+//! request, which has the same fingerprint and so the same fields.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use serde::Serialize;
 
-/// The answer given for a key, replayed verbatim for later requests.
+/// The decision made for a key, replayed for later requests with it.
 #[derive(Debug, Clone)]
 pub struct StoredAnswer {
     /// Identifies the request body, to refuse a key reused for another one.
     pub fingerprint: u64,
     pub status: StatusCode,
-    pub body: serde_json::Value,
+    pub decline_code: Option<&'static str>,
+    /// The charge id (`ch_` + this UUID, simple form).
+    pub charge_id: uuid::Uuid,
+    pub created_at: time::OffsetDateTime,
+    /// When it was decided, for the TTL.
+    pub decided: Instant,
 }
 
-/// Everything known about one idempotency key.
+/// Everything kept about one idempotency key.
 #[derive(Debug, Default)]
 pub struct KeyState {
-    pub answer: Option<StoredAnswer>,
-    /// Charge decisions made under this key. The sandbox's whole point is
-    /// that this never exceeds one; it is counted, not assumed, so the
-    /// stats can prove it.
-    pub charges: u64,
+    answer: Option<StoredAnswer>,
+}
+
+impl KeyState {
+    /// The stored answer, unless it is older than `ttl`.
+    pub fn answer(&self, ttl: Duration) -> Option<&StoredAnswer> {
+        self.answer
+            .as_ref()
+            .filter(|answer| answer.decided.elapsed() < ttl)
+    }
 }
 
 /// `GET /charges/stats`.
@@ -37,7 +66,9 @@ pub struct KeyState {
 pub struct Stats {
     /// Charge decisions made (approved + declined), over all keys.
     pub total_charges: u64,
-    /// The most charge decisions made under any one key.
+    /// The most charge decisions made under any one key. The sandbox's
+    /// whole point is that this never exceeds one; it is counted, not
+    /// assumed, so the stats can prove it.
     pub max_charges_per_key: u64,
     /// Keys with at least one charge.
     pub keys: u64,
@@ -47,38 +78,159 @@ pub struct Stats {
     pub replays: u64,
     /// Requests answered 503 (injected failures and the 503 test card).
     pub unavailable: u64,
+    /// Answers held for replay right now (at most `PSP_LEDGER_MAX_KEYS`).
+    pub stored_answers: u64,
+    /// Answers dropped for age or to stay within the bound.
+    pub evicted_answers: u64,
 }
 
+type Slot = Arc<tokio::sync::Mutex<KeyState>>;
+
 #[derive(Debug, Default)]
+struct Inner {
+    keys: HashMap<Arc<str>, Slot>,
+    /// Keys whose answer was stored, oldest decision first (a key decided
+    /// again after its TTL appears twice; the older entry is skipped).
+    decided: VecDeque<(Instant, Arc<str>)>,
+    /// Charges per key ever charged, by [`Ledger::key_hash`].
+    charges: HashMap<u64, u32>,
+    max_charges_per_key: u32,
+    stored_answers: u64,
+}
+
+#[derive(Debug)]
 pub struct Ledger {
-    keys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<KeyState>>>>,
+    inner: Mutex<Inner>,
+    ttl: Duration,
+    max_answers: usize,
+    hasher: std::collections::hash_map::RandomState,
     total_charges: AtomicU64,
-    max_charges_per_key: AtomicU64,
-    charged_keys: AtomicU64,
     requests: AtomicU64,
     replays: AtomicU64,
     unavailable: AtomicU64,
+    evicted: AtomicU64,
+}
+
+/// Defaults of `PSP_IDEMPOTENCY_TTL_SECS` and `PSP_LEDGER_MAX_KEYS`.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_MAX_ANSWERS: usize = 50_000;
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::new(DEFAULT_TTL, DEFAULT_MAX_ANSWERS)
+    }
 }
 
 impl Ledger {
-    /// The state of `key`, created empty on first use. Lock it for the
-    /// whole decision.
-    pub fn entry(&self, key: &str) -> Arc<tokio::sync::Mutex<KeyState>> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut keys = self.keys.lock().expect("ledger lock poisoned");
-        keys.entry(key.to_owned()).or_default().clone()
+    pub fn new(ttl: Duration, max_answers: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            ttl,
+            max_answers: max_answers.max(1),
+            hasher: Default::default(),
+            total_charges: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            replays: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+        }
     }
 
-    /// Records a decision made under a key (whose lock the caller holds).
-    pub fn record_charge(&self, state: &mut KeyState, answer: StoredAnswer) {
-        state.charges += 1;
-        state.answer = Some(answer);
-        if state.charges == 1 {
-            self.charged_keys.fetch_add(1, Ordering::Relaxed);
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn key_hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("ledger lock poisoned")
+    }
+
+    /// The state of `key`, created empty on first use. Lock it for the
+    /// whole decision, then drop it and call [`Ledger::release`].
+    pub fn entry(&self, key: &str) -> Slot {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.lock();
+        if let Some(slot) = inner.keys.get(key) {
+            return slot.clone();
         }
+        let slot = Slot::default();
+        inner.keys.insert(Arc::from(key), slot.clone());
+        slot
+    }
+
+    /// Forgets `key` if nothing was decided under it and no request holds
+    /// it (after a 503), so undecided keys take no memory.
+    pub fn release(&self, key: &str) {
+        let mut inner = self.lock();
+        let unused = inner.keys.get(key).is_some_and(|slot| {
+            // Clones are made under this lock, so a count of one cannot grow.
+            Arc::strong_count(slot) == 1
+                && slot.try_lock().is_ok_and(|state| state.answer.is_none())
+        });
+        if unused {
+            inner.keys.remove(key);
+        }
+    }
+
+    /// Records a decision made under `key` (whose lock the caller holds).
+    pub fn record_charge(&self, key: &str, state: &mut KeyState, answer: StoredAnswer) {
+        let decided = answer.decided;
+        let replaced = state.answer.replace(answer).is_some();
         self.total_charges.fetch_add(1, Ordering::Relaxed);
-        self.max_charges_per_key
-            .fetch_max(state.charges, Ordering::Relaxed);
+        let hash = self.key_hash(key);
+        let mut inner = self.lock();
+        let count = inner.charges.entry(hash).or_insert(0);
+        *count = count.saturating_add(1);
+        let count = *count;
+        inner.max_charges_per_key = inner.max_charges_per_key.max(count);
+        if !replaced {
+            inner.stored_answers += 1;
+        }
+        let name = inner
+            .keys
+            .get_key_value(key)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| Arc::from(key));
+        inner.decided.push_back((decided, name));
+        self.evict(&mut inner);
+    }
+
+    /// Drops answers past their TTL, and the oldest ones beyond the bound.
+    fn evict(&self, inner: &mut Inner) {
+        let now = Instant::now();
+        // Each turn removes a queue entry, so this ends.
+        while let Some((decided, key)) = inner.decided.front().cloned() {
+            let over = inner.stored_answers > self.max_answers as u64;
+            if !over && now.duration_since(decided) < self.ttl {
+                return;
+            }
+            inner.decided.pop_front();
+            let Some(slot) = inner.keys.get(&key).cloned() else {
+                continue;
+            };
+            // A request holds this key right now (replaying, or deciding
+            // again after the TTL): keep it; it is queued again below.
+            let Ok(state) = slot.try_lock() else {
+                inner.decided.push_back((decided, key));
+                return;
+            };
+            let current = state.answer.as_ref().map(|answer| answer.decided);
+            drop(state);
+            if current != Some(decided) {
+                // Decided again since: a later queue entry stands for it.
+                continue;
+            }
+            inner.stored_answers -= 1;
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+            if Arc::strong_count(&slot) == 2 {
+                inner.keys.remove(&key);
+            } else if let Ok(mut state) = slot.try_lock() {
+                state.answer = None;
+            }
+        }
     }
 
     pub fn record_replay(&self) {
@@ -90,13 +242,74 @@ impl Ledger {
     }
 
     pub fn stats(&self) -> Stats {
+        let inner = self.lock();
         Stats {
             total_charges: self.total_charges.load(Ordering::Relaxed),
-            max_charges_per_key: self.max_charges_per_key.load(Ordering::Relaxed),
-            keys: self.charged_keys.load(Ordering::Relaxed),
+            max_charges_per_key: u64::from(inner.max_charges_per_key),
+            keys: inner.charges.len() as u64,
             requests: self.requests.load(Ordering::Relaxed),
             replays: self.replays.load(Ordering::Relaxed),
             unavailable: self.unavailable.load(Ordering::Relaxed),
+            stored_answers: inner.stored_answers,
+            evicted_answers: self.evicted.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer() -> StoredAnswer {
+        StoredAnswer {
+            fingerprint: 1,
+            status: StatusCode::OK,
+            decline_code: None,
+            charge_id: uuid::Uuid::new_v4(),
+            created_at: time::OffsetDateTime::now_utc(),
+            decided: Instant::now(),
+        }
+    }
+
+    fn charge(ledger: &Ledger, key: &str) {
+        let slot = ledger.entry(key);
+        let mut state = slot.try_lock().unwrap();
+        ledger.record_charge(key, &mut state, answer());
+        drop(state);
+        drop(slot);
+        ledger.release(key);
+    }
+
+    #[test]
+    fn answers_are_bounded_and_the_counts_stay_exact() {
+        let ledger = Ledger::new(DEFAULT_TTL, 100);
+        for i in 0..1000 {
+            charge(&ledger, &format!("key-{i}"));
+        }
+        let stats = ledger.stats();
+        assert_eq!(stats.stored_answers, 100);
+        assert_eq!(stats.evicted_answers, 900);
+        assert_eq!((stats.total_charges, stats.keys), (1000, 1000));
+        assert_eq!(stats.max_charges_per_key, 1);
+        assert_eq!(ledger.lock().keys.len(), 100, "evicted keys are forgotten");
+        // An evicted key charged again is a second charge, and counted.
+        charge(&ledger, "key-0");
+        let stats = ledger.stats();
+        assert_eq!((stats.total_charges, stats.keys), (1001, 1000));
+        assert_eq!(stats.max_charges_per_key, 2);
+        // A recent key still has its answer.
+        let slot = ledger.entry("key-999");
+        assert!(slot.try_lock().unwrap().answer(DEFAULT_TTL).is_some());
+    }
+
+    #[test]
+    fn undecided_keys_take_no_memory() {
+        let ledger = Ledger::default();
+        for i in 0..100 {
+            let key = format!("k{i}");
+            drop(ledger.entry(&key));
+            ledger.release(&key);
+        }
+        assert!(ledger.lock().keys.is_empty());
     }
 }

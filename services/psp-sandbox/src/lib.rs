@@ -28,13 +28,18 @@ pub async fn build(
     shutdown: Shutdown,
 ) -> anyhow::Result<Started> {
     let state = Arc::new(charges::Charges {
-        ledger: ledger::Ledger::default(),
+        ledger: ledger::Ledger::new(
+            config.psp_idempotency_ttl_secs.0,
+            config.psp_ledger_max_keys,
+        ),
         latency: Duration::from_millis(config.psp_latency_ms),
         failure_rate: config.psp_failure_rate,
     });
     tracing::info!(
         latency_ms = config.psp_latency_ms,
         failure_rate = config.psp_failure_rate.get(),
+        idempotency_ttl_secs = config.psp_idempotency_ttl_secs.0.as_secs(),
+        max_keys = config.psp_ledger_max_keys,
         "psp sandbox settings (state is in memory and resets on restart)"
     );
     let server = Server::bind(
@@ -44,6 +49,7 @@ pub async fn build(
         Readiness::always(),
         runtime.shutdown_timeout_secs.0,
     )
-    .await?;
+    .await?
+    .with_limits(runtime.http_limits());
     Ok(server.start(shutdown))
 }

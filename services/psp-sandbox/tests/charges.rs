@@ -271,3 +271,123 @@ fn bad_failure_rate_is_a_config_error() {
         "{stderr}"
     );
 }
+
+/// Sends `count` approved charges with keys `{prefix}-{i}`, 16 at a time.
+async fn charge_many(url: &str, prefix: &str, count: usize) {
+    use futures::StreamExt;
+    let client = reqwest::Client::new();
+    let body = charge_body("4242424242424242");
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let request = client
+                .post(format!("{url}/charges"))
+                .header("Idempotency-Key", format!("{prefix}-{i}"))
+                .json(&body);
+            async move {
+                let response = request.send().await.expect("charge");
+                assert_eq!(response.status().as_u16(), 200);
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// The ledger keeps at most PSP_LEDGER_MAX_KEYS answers, the oldest
+/// leaving first, while the double-charge stats stay exact: a key charged
+/// again after its answer was evicted counts as charged twice (issue 21,
+/// point 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_is_bounded_and_its_stats_stay_exact() {
+    let sandbox = boot(|config| config.psp_ledger_max_keys = 200).await;
+    charge_many(&sandbox.url, "bounded", 1000).await;
+    let before = stats(&sandbox).await;
+    assert_eq!(before["stored_answers"], 200, "{before}");
+    assert_eq!(before["evicted_answers"], 800, "{before}");
+    assert_eq!(before["total_charges"], 1000, "{before}");
+    assert_eq!(before["keys"], 1000, "{before}");
+    assert_eq!(before["max_charges_per_key"], 1, "{before}");
+
+    // The newest answers are still replayed, unchanged.
+    let body = charge_body("4242424242424242");
+    let (status, first, replayed) = charge(&sandbox, Some("latest"), &body).await;
+    assert_eq!((status, replayed), (200, false));
+    let (status, again, replayed) = charge(&sandbox, Some("latest"), &body).await;
+    assert_eq!((status, replayed), (200, true));
+    assert_eq!(first, again, "a replay is the first answer verbatim");
+
+    // An evicted key is a new key: charged again, and the stats say so.
+    let (status, _, replayed) = charge(&sandbox, Some("bounded-0"), &body).await;
+    assert_eq!((status, replayed), (200, false));
+    let stats = stats(&sandbox).await;
+    assert_eq!(stats["max_charges_per_key"], 2, "{stats}");
+    assert_eq!(stats["total_charges"], 1002, "{stats}");
+    assert_eq!(stats["keys"], 1001, "{stats}");
+    assert_eq!(stats["stored_answers"], 200, "{stats}");
+}
+
+/// An answer is replayed for PSP_IDEMPOTENCY_TTL_SECS, then forgotten.
+#[tokio::test]
+async fn answers_expire_after_the_idempotency_ttl() {
+    let sandbox =
+        boot(|config| config.psp_idempotency_ttl_secs = Secs(Duration::from_secs(1))).await;
+    let body = charge_body("4242424242424242");
+    let (_, first, _) = charge(&sandbox, Some("ttl"), &body).await;
+    let (_, _, replayed) = charge(&sandbox, Some("ttl"), &body).await;
+    assert!(replayed);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, later, replayed) = charge(&sandbox, Some("ttl"), &body).await;
+    assert_eq!((status, replayed), (200, false));
+    assert_ne!(first["id"], later["id"], "a new charge");
+    let stats = stats(&sandbox).await;
+    assert_eq!(stats["max_charges_per_key"], 2, "{stats}");
+    assert_eq!(stats["stored_answers"], 1, "{stats}");
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// The real binary's memory after 20,000 charges with the default bound:
+/// the ledger no longer grows by kilobytes per charge (it went from 9 to
+/// 70 MB). Prints the figures (`--nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_flat_over_twenty_thousand_charges() {
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let child = spawn_binary(&[("PSP_SANDBOX_ADDR", addr.to_string())]);
+    wait_for_port(addr, Duration::from_secs(10));
+    let url = format!("http://{addr}");
+    charge_many(&url, "warm", 1000).await;
+    let warm = resident_kib(child.pid());
+    charge_many(&url, "many", 20_000).await;
+    let after = resident_kib(child.pid());
+    eprintln!("psp-sandbox VmRSS: {warm} KiB after 1,000 charges, {after} KiB after 21,000");
+    assert!(
+        after < warm + 16 * 1024,
+        "grew from {warm} to {after} KiB over 20,000 charges"
+    );
+}
+
+/// Two `Idempotency-Key` headers: which charge would that be? 400.
+#[tokio::test]
+async fn two_idempotency_keys_are_refused() {
+    let sandbox = boot(|_| {}).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/charges", sandbox.url))
+        .header("Idempotency-Key", "a")
+        .header("Idempotency-Key", "b")
+        .json(&charge_body("4242424242424242"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "idempotency_key_invalid");
+    assert_eq!(stats(&sandbox).await["total_charges"], 0);
+}

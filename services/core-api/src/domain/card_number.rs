@@ -4,8 +4,9 @@
 
 use super::FieldError;
 
-/// 12–19 digits passing the Luhn check. `Debug` and `Display` show only
-/// the brand and last four digits.
+/// 13–19 digits passing the Luhn check, not all zeros
+/// ([`platform::card::is_card_number`]: the same numbers the logs mask).
+/// `Debug` and `Display` show only the brand and last four digits.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CardNumber(String);
 
@@ -44,11 +45,14 @@ impl CardNumber {
         if !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid("must contain only digits"));
         }
-        if !(12..=19).contains(&text.len()) {
-            return Err(invalid("must have 12 to 19 digits"));
+        if !platform::card::PAN_LENGTHS.contains(&text.len()) {
+            return Err(invalid("must have 13 to 19 digits"));
         }
         if !platform::card::luhn_valid(text) {
             return Err(invalid("is not valid (check digit mismatch)"));
+        }
+        if !platform::card::is_card_number(text) {
+            return Err(invalid("is not a card number"));
         }
         Ok(Self(text.to_owned()))
     }
@@ -119,6 +123,8 @@ mod tests {
             json!("4242424242424241"),
             json!("4242 4242 4242 4242"),
             json!("42424242424"),
+            json!("424242424242"),
+            json!("0000000000000000"),
             json!("42424242424242424242"),
             json!(4242424242424242u64),
             json!(""),

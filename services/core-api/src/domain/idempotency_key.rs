@@ -24,6 +24,22 @@ impl IdempotencyKey {
         }
     }
 
+    /// The request's key, if it sent one. Two `Idempotency-Key` headers
+    /// are refused: which one would the client mean?
+    pub fn from_headers(headers: &http::HeaderMap) -> Result<Option<Self>, FieldError> {
+        let mut values = headers.get_all("idempotency-key").iter();
+        let Some(first) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(FieldError::new(
+                "invalid_idempotency_key",
+                "send one Idempotency-Key header, not several",
+            ));
+        }
+        Self::parse(first.as_bytes()).map(Some)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

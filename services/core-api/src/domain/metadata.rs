@@ -39,6 +39,12 @@ impl Metadata {
                     "metadata".to_owned(),
                 ));
             }
+            if platform::card::contains_card_number(key) {
+                return Err((
+                    super::card_number_not_allowed("a metadata key"),
+                    "metadata".to_owned(),
+                ));
+            }
             let param = format!("metadata.{key}");
             let value = value.as_str().ok_or_else(|| {
                 invalid("metadata values must be strings".to_owned(), param.clone())
@@ -51,6 +57,9 @@ impl Metadata {
                     ),
                     param,
                 ));
+            }
+            if platform::card::contains_card_number(value) {
+                return Err((super::card_number_not_allowed(&param), param));
             }
             map.insert(key.clone(), value.to_owned());
         }
@@ -93,5 +102,14 @@ mod tests {
         );
         assert!(parse(json!({"x".repeat(41): "v"})).is_err());
         assert!(parse(json!({"": "v"})).is_err());
+        assert_eq!(
+            parse(json!({"note": "paid with 4242 4242 4242 4242"})).unwrap_err(),
+            ("card_number_not_allowed", "metadata.note".into())
+        );
+        assert_eq!(
+            parse(json!({"4242424242424242": "v"})).unwrap_err(),
+            ("card_number_not_allowed", "metadata".into())
+        );
+        assert!(parse(json!({"order": "2026-11-22 order 42, 3 items"})).is_ok());
     }
 }

@@ -56,3 +56,13 @@ pub(crate) fn is_token(text: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
 }
+
+/// The refusal of a card number where none belongs (customer ids,
+/// references, metadata): it would be stored in the clear, indexed and
+/// logged. The message never quotes the value.
+pub(crate) fn card_number_not_allowed(field: &str) -> FieldError {
+    FieldError::new(
+        "card_number_not_allowed",
+        format!("{field} looks like a card number; card numbers go only in payment_method.number"),
+    )
+}

@@ -35,12 +35,12 @@ use crate::idempotency::{self, Entry, Replay};
             ("Location" = String, description = "`/transactions/{id}`"),
             ("Idempotent-Replayed" = String, description = "`true` on a replayed response"),
          )),
-        (status = 400, description = "`malformed_body` (not JSON) or `invalid_idempotency_key`", body = ErrorBody),
+        (status = 400, description = "`malformed_body` (not JSON) or `invalid_idempotency_key` (malformed, or more than one `Idempotency-Key` header)", body = ErrorBody),
         (status = 401, description = "`missing_token`, `token_invalid` or `token_expired`", body = ErrorBody),
         (status = 409, description = "`request_in_progress`: the first request with this key is still being handled", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
-        (status = 422, description = "A field is invalid; `param` names it. Codes: `missing_field`, `unknown_field`, `invalid_field`, `invalid_amount`, `invalid_currency`, `invalid_customer_id`, `invalid_reference`, `invalid_payment_method_type`, `invalid_card_number`, `invalid_expiry`, `card_expired`, `invalid_cvc`, `invalid_metadata`; or `idempotency_key_reused` (same key, different body)", body = ErrorBody),
+        (status = 422, description = "A field is invalid; `param` names it. Codes: `missing_field`, `unknown_field`, `invalid_field` (also: a field given twice), `invalid_amount`, `invalid_currency`, `invalid_customer_id`, `invalid_reference`, `invalid_payment_method_type`, `invalid_card_number`, `invalid_expiry`, `card_expired`, `invalid_cvc`, `invalid_metadata`, `card_number_not_allowed` (a card number in `customer_id`, `reference` or metadata); or `idempotency_key_reused` (same key, different body)", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable; nothing was written, retry", body = ErrorBody),
     )
 )]
@@ -51,13 +51,9 @@ pub async fn create_transaction(
     headers: HeaderMap,
     Json(request): Json<CreateTransactionRequest>,
 ) -> Result<Response, ApiError> {
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .map(|value| IdempotencyKey::parse(value.as_bytes()))
-        .transpose()
-        .map_err(|error| {
-            ApiError::bad_request(error.code, error.message).with_param("Idempotency-Key")
-        })?;
+    let idempotency_key = IdempotencyKey::from_headers(&headers).map_err(|error| {
+        ApiError::bad_request(error.code, error.message).with_param("Idempotency-Key")
+    })?;
     let new = request.validate()?;
     let mut conn = state.redis.conn();
 
@@ -78,12 +74,17 @@ pub async fn create_transaction(
         merchant_id: caller.merchant.clone(),
         amount: new.amount.minor_units(),
         currency: new.currency.code().to_owned(),
-        card: CardDetails {
-            number: new.card.expose().to_owned(),
-            expiry_month: new.expiry.month(),
-            expiry_year: new.expiry.year(),
-            cvc: new.cvc.expose().to_owned(),
-        },
+        card: state.card_key.seal(
+            &CardDetails {
+                number: new.card.expose().to_owned(),
+                expiry_month: new.expiry.month(),
+                expiry_year: new.expiry.year(),
+                cvc: new.cvc.expose().to_owned(),
+            },
+            id.as_str(),
+            &caller.merchant,
+        ),
+        first_attempt_ms: None,
     };
     let record = NewRecord {
         id: &id,

@@ -15,10 +15,14 @@
 //!   matches, so one batch of `limit + 1` ids. A customer's page costs the
 //!   same however many transactions the merchant's other customers have.
 //! - `from`/`to` alone: the same, they are range bounds on the index.
-//! - several filters: O(log N + k) where k is how many entries of the most
-//!   selective index are scanned to find `limit + 1` matches: at worst that
-//!   whole index (within the `from`/`to` range), e.g. a customer's
-//!   transactions when none has the requested status.
+//! - several filters: the most selective index is scanned in batches, each
+//!   batch checked against the other filters' indexes with one ZMSCORE per
+//!   index (no record is read unless it is in all of them), and at most
+//!   [`MAX_SCANNED`] entries per request. A request that reaches that bound
+//!   before filling its page answers what it found (possibly nothing) with
+//!   `has_more: true` and a `next_cursor` after the last entry it scanned,
+//!   so a client resumes exactly there. No request ever scans a whole
+//!   customer's history, however few of its transactions match.
 
 use axum::extract::State;
 use platform::ApiError;
@@ -69,7 +73,10 @@ pub struct ListQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TransactionList {
     pub data: Vec<Transaction>,
-    /// Whether there are more (older) transactions after this page.
+    /// Whether there are more (older) transactions after this page. With
+    /// several filters a page may hold fewer than `limit` (even none) while
+    /// this is true: each request scans a bounded slice; continue from
+    /// `next_cursor`.
     pub has_more: bool,
     /// Pass as `starting_after` for the next page; null on the last page.
     pub next_cursor: Option<String>,
@@ -107,18 +114,18 @@ impl ListQuery {
     fn parse(self) -> Result<Filter, ApiError> {
         let customer_id = self
             .customer_id
-            .map(|c| CustomerId::parse(&c).map(|c| c.as_str().to_owned()))
+            .map(|c| CustomerId::parse_lookup(&c).map(|c| c.as_str().to_owned()))
             .transpose()
             .map_err(|e| invalid("customer_id", e.message))?;
         let reference = self
             .reference
-            .map(|r| Reference::parse(&r).map(|r| r.as_str().to_owned()))
+            .map(|r| Reference::parse_lookup(&r).map(|r| r.as_str().to_owned()))
             .transpose()
             .map_err(|e| invalid("reference", e.message))?;
         let created_by = self
             .created_by
             .map(|u| {
-                crate::domain::is_token(&u)
+                platform::auth::is_identifier(&u)
                     .then_some(u)
                     .ok_or_else(|| invalid("created_by", "created_by must be a user name"))
             })
@@ -173,30 +180,29 @@ impl ListQuery {
 }
 
 impl Filter {
-    /// The most selective index the filters allow, and whether any other
-    /// filter remains to be checked on the records.
-    fn index(&self, merchant: &str) -> (String, bool) {
-        let set = [
-            self.customer_id.is_some(),
-            self.reference.is_some(),
-            self.created_by.is_some(),
-            self.status.is_some(),
+    /// The most selective index the filters allow, and the indexes of the
+    /// other filters, whose membership is checked on what it yields.
+    fn indexes(&self, merchant: &str) -> (String, Vec<String>) {
+        let mut set: Vec<String> = [
+            self.customer_id
+                .as_ref()
+                .map(|c| keys::filtered_index(merchant, "customer", c)),
+            self.reference
+                .as_ref()
+                .map(|r| keys::filtered_index(merchant, "reference", r)),
+            self.created_by
+                .as_ref()
+                .map(|u| keys::filtered_index(merchant, "created_by", u)),
+            self.status.map(|s| keys::status_index(merchant, s)),
         ]
-        .iter()
-        .filter(|set| **set)
-        .count();
-        let index = if let Some(customer) = &self.customer_id {
-            keys::filtered_index(merchant, "customer", customer)
-        } else if let Some(reference) = &self.reference {
-            keys::filtered_index(merchant, "reference", reference)
-        } else if let Some(user) = &self.created_by {
-            keys::filtered_index(merchant, "created_by", user)
-        } else if let Some(status) = self.status {
-            keys::status_index(merchant, status)
-        } else {
-            keys::merchant_index(merchant)
-        };
-        (index, set > 1)
+        .into_iter()
+        .flatten()
+        .collect();
+        if set.is_empty() {
+            return (keys::merchant_index(merchant), Vec::new());
+        }
+        let primary = set.remove(0);
+        (primary, set)
     }
 
     fn matches(&self, merchant: &str, tx: &Transaction) -> bool {
@@ -218,6 +224,10 @@ impl Filter {
 /// records: more than a page, since some will not match.
 const FILTERED_BATCH: usize = 200;
 
+/// Index entries one request scans at most when filters remain to be
+/// checked; then it answers with a cursor to resume from.
+pub const MAX_SCANNED: usize = 2_000;
+
 /// Lists the caller's merchant's transactions; see the module doc for the
 /// cost of each query shape.
 #[utoipa::path(
@@ -228,7 +238,7 @@ const FILTERED_BATCH: usize = 200;
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page, newest first", body = TransactionList),
-        (status = 400, description = "`invalid_parameter` or `unknown_parameter`; `param` names it", body = ErrorBody),
+        (status = 400, description = "`invalid_parameter` (also: given twice) or `unknown_parameter`; `param` names it", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
     )
@@ -239,21 +249,34 @@ pub async fn list_transactions(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<TransactionList>, ApiError> {
     let filter = query.parse()?;
-    let (index, filtered) = filter.index(&caller.merchant);
+    let (index, others) = filter.indexes(&caller.merchant);
+    let filtered = !others.is_empty();
     let mut conn = state.redis.conn();
     let wanted = filter.limit + 1;
     let mut page: Vec<Transaction> = Vec::with_capacity(wanted);
     let mut max = filter.max.clone();
+    let mut scanned = 0;
+    // The last id scanned when the scan budget ran out before the page
+    // filled: the cursor to resume from.
+    let mut resume_after: Option<String> = None;
     'scan: loop {
         let batch = if filtered {
-            FILTERED_BATCH
+            FILTERED_BATCH.min(MAX_SCANNED - scanned)
         } else {
             wanted - page.len()
         };
         let ids = store::ids_newest_first(&mut conn, &index, &max, &filter.min, batch).await?;
-        let Some(last) = ids.last() else { break };
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
         max = format!("({last}");
+        scanned += ids.len();
         let exhausted = ids.len() < batch;
+        let ids = if filtered {
+            store::members_of_all(&mut conn, &others, ids).await?
+        } else {
+            ids
+        };
         let ids: Vec<TransactionId> = ids
             .iter()
             .filter_map(|id| TransactionId::parse(id).ok())
@@ -274,13 +297,16 @@ pub async fn list_transactions(
         if exhausted {
             break;
         }
+        if filtered && scanned >= MAX_SCANNED {
+            resume_after = Some(last);
+            break;
+        }
     }
-    let has_more = page.len() > filter.limit;
-    page.truncate(filter.limit);
-    let next_cursor = if has_more {
-        page.last().map(|tx| tx.id.clone())
+    let (has_more, next_cursor) = if page.len() > filter.limit {
+        page.truncate(filter.limit);
+        (true, page.last().map(|tx| tx.id.clone()))
     } else {
-        None
+        (resume_after.is_some(), resume_after)
     };
     Ok(Json(TransactionList {
         data: page,

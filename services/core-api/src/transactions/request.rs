@@ -25,16 +25,18 @@ pub struct CreateTransactionRequest {
     /// Upper-case ISO 4217 code.
     #[schema(example = "EUR")]
     pub currency: String,
-    /// 1–64 of `[A-Za-z0-9_.:-]`.
+    /// 1–64 of `[A-Za-z0-9_.:-]`, not a card number.
     #[serde(default)]
     #[schema(example = "cus_1")]
     pub customer_id: Option<String>,
-    /// The merchant's reference, 1–64 of `[A-Za-z0-9_.:-]`.
+    /// The merchant's reference, 1–64 of `[A-Za-z0-9_.:-]`, not a card
+    /// number.
     #[serde(default)]
     #[schema(example = "order-42")]
     pub reference: Option<String>,
     pub payment_method: PaymentMethodRequest,
-    /// At most 20 keys (≤ 40 characters), string values (≤ 500 characters).
+    /// At most 20 keys (≤ 40 characters), string values (≤ 500
+    /// characters); no card numbers in either.
     #[serde(default)]
     #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
@@ -48,7 +50,7 @@ pub struct PaymentMethodRequest {
     #[serde(rename = "type")]
     #[schema(example = "card")]
     pub kind: String,
-    /// 12–19 digits passing the Luhn check.
+    /// 13–19 digits passing the Luhn check (not all zeros).
     #[schema(value_type = String, example = "4242424242424242")]
     pub number: serde_json::Value,
     /// 1–12.

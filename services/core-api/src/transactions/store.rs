@@ -178,3 +178,30 @@ pub async fn ids_newest_first<C: ConnectionLike + Send>(
         .query_async(conn)
         .await
 }
+
+/// Those of `ids` that are members of every one of `indexes`, in order:
+/// one ZMSCORE per index, in one round trip. O(len(ids) · len(indexes)).
+pub async fn members_of_all<C: ConnectionLike + Send>(
+    conn: &mut C,
+    indexes: &[String],
+    ids: Vec<String>,
+) -> redis::RedisResult<Vec<String>> {
+    if indexes.is_empty() || ids.is_empty() {
+        return Ok(ids);
+    }
+    let mut pipe = redis::pipe();
+    for index in indexes {
+        pipe.cmd("ZMSCORE").arg(index).arg(&ids);
+    }
+    let scores: Vec<Vec<Option<f64>>> = pipe.query_async(conn).await?;
+    Ok(ids
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            scores
+                .iter()
+                .all(|per_index| per_index.get(*i).is_some_and(Option::is_some))
+        })
+        .map(|(_, id)| id)
+        .collect())
+}

@@ -30,6 +30,11 @@ pub struct App {
 impl App {
     /// Redis plus the core-api binary, ready (`/readyz` answers 200).
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The same, with extra environment for core-api.
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
         let redis = RedisServer::start();
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let log_dir = tempfile::tempdir().unwrap();
@@ -43,6 +48,7 @@ impl App {
             .env("LOG_FORMAT", "json")
             // Everything the service would ever log, to prove it holds no card.
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

@@ -5,11 +5,14 @@
 //! |---|---|---|
 //! | wrong or missing `Content-Type` | 415 | `unsupported_media_type` |
 //! | body over [`super::MAX_BODY_BYTES`] | 413 | `body_too_large` |
+//! | body not complete within the header-read timeout | 408 | `request_timeout` |
 //! | not JSON / not form-encoded / trailing bytes | 400 | `malformed_body` |
 //! | a required field is missing | 422 | `missing_field` (+ `param`) |
 //! | a field has the wrong type or value | 422 | `invalid_field` (+ `param`) |
 //! | an unknown field (where denied) | 422 | `unknown_field` (+ `param`) |
+//! | a field given twice | 422 | `invalid_field` (+ `param`: that field) |
 //! | a bad query parameter | 400 | `invalid_parameter` (+ `param`) |
+//! | a query parameter given twice | 400 | `invalid_parameter` (+ `param`: that one) |
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
@@ -66,7 +69,24 @@ fn unsupported_media_type(expected: &str) -> ApiError {
 }
 
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+    let timeout = req
+        .extensions()
+        .get::<super::BodyTimeout>()
+        .map_or(crate::connections::DEFAULT_HEADER_TIMEOUT, |t| t.0);
+    let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorType::InvalidRequest,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            )
+        })?;
+    read.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -98,6 +118,14 @@ fn field_error(path: String, message: String) -> ApiError {
     if let Some(field) = backticked("missing field `") {
         let param = join(field);
         return ApiError::invalid_field("missing_field", format!("{param} is required"), param);
+    }
+    if let Some(field) = backticked("duplicate field `") {
+        let param = join(field);
+        return ApiError::invalid_field(
+            "invalid_field",
+            format!("{param} is given more than once"),
+            param,
+        );
     }
     if let Some(field) = backticked("unknown field `") {
         // Here the path already ends at the unknown field.
@@ -197,6 +225,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        // `status=a&status=b` is ambiguous: refuse it naming the parameter
+        // (serde would only see a duplicate somewhere in "the body").
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in form_urlencoded_parse(query.as_bytes()) {
+            if !seen.insert(name.clone()) {
+                // Echo only a name that looks like one.
+                let param = if crate::auth::is_identifier(&name) && name.len() <= 40 {
+                    name.into_owned()
+                } else {
+                    "query".to_owned()
+                };
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("{param} is given more than once"),
+                )
+                .with_param(param));
+            }
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded_parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
@@ -235,6 +281,26 @@ mod tests {
     #[allow(dead_code)]
     struct Card {
         number: String,
+    }
+
+    #[test]
+    fn duplicate_fields_are_named() {
+        let error =
+            parse_json::<Body>(br#"{"amount":1,"amount":2,"card":{"number":"1"}}"#).unwrap_err();
+        assert_eq!(
+            (error.status().as_u16(), error.code(), error.param()),
+            (422, "invalid_field", Some("amount"))
+        );
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Login {
+            username: String,
+        }
+        let error = parse_form::<Login>(b"username=a&username=b").unwrap_err();
+        assert_eq!(
+            (error.code(), error.param()),
+            ("invalid_field", Some("username"))
+        );
     }
 
     #[test]

@@ -22,10 +22,24 @@ use crate::health::Readiness;
 /// Largest request body any service accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Most header fields a request may have; more is a JSON 431
+/// `too_many_headers` (hyper's own, empty 431 only comes far beyond).
+pub const MAX_HEADERS: usize = 100;
+
+/// How long reading a whole request body may take (the header-read
+/// timeout): a client dripping its body cannot hold a connection busy,
+/// where the idle and header timeouts do not reach it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyTimeout(pub std::time::Duration);
+
 /// Wraps a service's routes with `/healthz`, `/readyz`, JSON answers for
-/// unknown routes and methods, the body limit, panic capture and the
-/// request-id/access-log layer.
-pub fn service_router(routes: Router, readiness: Readiness) -> Router {
+/// unknown routes and methods, the body and header limits, panic capture
+/// and the request-id/access-log layer.
+pub fn service_router(
+    routes: Router,
+    readiness: Readiness,
+    limits: &crate::connections::HttpLimits,
+) -> Router {
     let health = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -35,10 +49,25 @@ pub fn service_router(routes: Router, readiness: Readiness) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::Extension(BodyTimeout(limits.header_timeout)))
+        .layer(axum::middleware::from_fn(limit_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
         .layer(axum::middleware::from_fn(request_id::trace_request))
+}
+
+async fn limit_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.headers().len() > MAX_HEADERS {
+        return ApiError::new(
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorType::InvalidRequest,
+            "too_many_headers",
+            format!("a request may have at most {MAX_HEADERS} header fields"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn healthz() -> Response {

@@ -84,31 +84,10 @@ pub async fn trace_request(mut req: Request, next: Next) -> Response {
 }
 
 /// The path as logged: a client that puts a card number in a URL (an id,
-/// by mistake) must not get it into the logs. Runs of 13–19 digits that
-/// pass the Luhn check become `[card]`; anything else is left as it is.
+/// by mistake), plain or written in groups (`4242-4242-…`, `4242%204242…`),
+/// must not get it into the logs ([`crate::card::mask_card_numbers`]).
 fn mask_card_numbers(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i].is_ascii_digit() {
-            let start = i;
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                i += 1;
-            }
-            let run = &path[start..i];
-            if (13..=19).contains(&run.len()) && crate::card::luhn_valid(run) {
-                out.push_str("[card]");
-            } else {
-                out.push_str(run);
-            }
-        } else {
-            let c = path[i..].chars().next().expect("in bounds");
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    out
+    crate::card::mask_card_numbers(path)
 }
 
 #[cfg(test)]
@@ -124,6 +103,14 @@ mod tests {
         assert_eq!(
             mask_card_numbers("/x/4000000000000002/y/378282246310005"),
             "/x/[card]/y/[card]"
+        );
+        assert_eq!(
+            mask_card_numbers("/transactions/4242-4242-4242-4242"),
+            "/transactions/[card]"
+        );
+        assert_eq!(
+            mask_card_numbers("/transactions/4242%204242%204242%204242"),
+            "/transactions/[card]"
         );
         // Not a card: wrong check digit, too short, ids and plain numbers.
         for path in [

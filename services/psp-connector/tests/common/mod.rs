@@ -106,8 +106,13 @@ impl Connector {
             .env("PSP_CONNECTOR_ADDR", health.to_string())
             .stdout(Stdio::from(log.reopen().expect("reopen log")))
             .stderr(Stdio::inherit());
+        // An empty value in `extra` unsets a fast setting: the default applies.
         for (name, value) in fast_settings().iter().chain(extra) {
-            command.env(name, value);
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
         }
         let child = ChildGuard(command.spawn().expect("spawn psp-connector"));
         Self { child, health, log }
@@ -196,12 +201,17 @@ pub fn seed(conn: &mut redis::Connection, cards: &[&str]) -> Vec<TransactionId> 
             merchant_id: MERCHANT.into(),
             amount: 1299,
             currency: "EUR".into(),
-            card: CardDetails {
-                number: (*card).to_owned(),
-                expiry_month: 12,
-                expiry_year: 2030,
-                cvc: "123".into(),
-            },
+            card: platform::crypto::CardKey::development().seal(
+                &CardDetails {
+                    number: (*card).to_owned(),
+                    expiry_month: 12,
+                    expiry_year: 2030,
+                    cvc: "123".into(),
+                },
+                id.as_str(),
+                MERCHANT,
+            ),
+            first_attempt_ms: None,
         };
         pipe.xadd(STREAM, "*", &[(PAYLOAD_FIELD, message.to_payload())])
             .ignore();
