@@ -12,7 +12,7 @@ fn compose() -> ComposeFile {
 }
 
 /// Programs a command may run besides the workspace's own binaries.
-const EXTERNAL_PROGRAMS: &[&str] = &["redis-server", "caddy", "mkdir"];
+const EXTERNAL_PROGRAMS: &[&str] = &["redis-server", "caddy", "mkdir", "chmod", "umask"];
 const WORKSPACE_BINARIES: &[&str] = &["auth-api", "core-api", "psp-connector", "psp-sandbox"];
 
 /// Variables each program reads.
@@ -155,24 +155,25 @@ fn supervision_policy_is_complete() {
 }
 
 #[test]
-fn dev_secret_is_marked_dev_only() {
+fn dev_secrets_are_marked_dev_only() {
     let text = std::fs::read_to_string(e2e::repo_root().join("process-compose.yaml")).unwrap();
-    let line = text
-        .lines()
-        .position(|l| l.contains("JWT_SECRET="))
-        .expect("JWT_SECRET in the global environment");
     let lines: Vec<&str> = text.lines().collect();
-    let context = lines[line.saturating_sub(3)..=line].join("\n");
-    assert!(
-        context.contains("DEV ONLY"),
-        "the dev JWT_SECRET must be marked DEV ONLY:\n{context}"
-    );
+    for secret in ["JWT_SECRET=", "CARD_ENCRYPTION_KEY="] {
+        let line = lines
+            .iter()
+            .position(|l| l.contains(secret))
+            .unwrap_or_else(|| panic!("{secret} in the global environment"));
+        let context = lines[line.saturating_sub(3)..=line].join("\n");
+        assert!(
+            context.contains("DEV ONLY"),
+            "the dev {secret} must be marked DEV ONLY:\n{context}"
+        );
+    }
 }
 
 #[test]
 fn caddyfile_is_valid_and_formatted() {
-    let caddy =
-        platform::testing::require_program("caddy", "`apt-get install caddy`, or `nix develop`");
+    let caddy = e2e::supervisor::caddy();
     let path = e2e::repo_root().join("caddy/Caddyfile");
     let home = tempfile::tempdir().unwrap();
     let validate = Command::new(&caddy)
