@@ -163,8 +163,14 @@ fn main() {{
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     for stream in listener.incoming() {{
         let Ok(mut stream) = stream else {{ continue }};
-        let mut request = [0u8; 1024];
-        let _ = stream.read(&mut request);
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {{
+            match stream.read(&mut buf) {{
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }}
+        }}
         let body = "{greeting}";
         let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {{}}\r\nConnection: close\r\n\r\n{{body}}", body.len());
     }}

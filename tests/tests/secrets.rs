@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::client::{self, TEST_CARDS, http_client, login, payment};
-use e2e::stack::Stack;
+use e2e::stack::{Stack, StackOptions};
 use serde_json::json;
 
 /// The dev secret, as the file sets it.
@@ -105,10 +105,16 @@ fn the_development_jwt_secret_is_refused_outside_development() {
             ),
             "{binary} refused the dev secret with PLATFORM_ENV=development"
         );
+        // (core-api also needs a card key of its own there.)
+        let own_card_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         assert!(
             starts(
                 binary,
-                &[("JWT_SECRET", own), ("PLATFORM_ENV", "production")]
+                &[
+                    ("JWT_SECRET", own),
+                    ("CARD_ENCRYPTION_KEY", own_card_key),
+                    ("PLATFORM_ENV", "production")
+                ]
             ),
             "{binary} refused its own secret in production"
         );
@@ -127,7 +133,14 @@ fn the_development_jwt_secret_is_refused_outside_development() {
 /// key, a card in the wrong field — then every process log is scanned.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_log_line_holds_a_card_number_password_or_token() {
-    let stack = Stack::boot().await;
+    // The card that always answers 503 fails once this budget is spent
+    // (default 5 minutes), within the test's wait.
+    let stack = Stack::boot_with(StackOptions::default().env(
+        "psp-connector",
+        "PSP_RETRY_BUDGET_SECS",
+        "3",
+    ))
+    .await;
     let gateway = stack.gateway();
     let http = http_client();
     let wrong_password = "correct-horse-battery-staple-9";
