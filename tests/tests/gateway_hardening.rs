@@ -182,3 +182,37 @@ async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() 
         assert!(state.is_up() && state.restarts == 0, "{state:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_paths_get_a_json_4xx_from_the_gateway_never_a_5xx_or_an_empty_body() {
+    let stack = Stack::boot().await;
+    let port = stack.port(8000);
+    for path in [
+        "/auth%2ftoken",
+        "/auth%2Ftoken",
+        "/_dashboard/app.js%00.html",
+        "/_dashboard/%2e%2e/%2e%2e/etc/passwd",
+        "/transactions%00",
+        "/%00",
+    ] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        let answer = raw(&stack, request.as_bytes()).await;
+        let status: u16 = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        assert!((400..500).contains(&status), "{path}: {answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{path}: {answer}"
+        );
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        let error: Value = serde_json::from_str(body)
+            .unwrap_or_else(|_| panic!("{path}: not a JSON error: {answer}"));
+        assert!(error["error"]["code"].is_string(), "{path}: {answer}");
+    }
+}
