@@ -216,3 +216,43 @@ async fn odd_paths_get_a_json_4xx_from_the_gateway_never_a_5xx_or_an_empty_body(
         assert!(error["error"]["code"].is_string(), "{path}: {answer}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_cuts_off_a_client_that_never_finishes_its_headers() {
+    let stack = Stack::boot().await;
+    // Slowloris: a request head that never ends, one byte now and then.
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", stack.port(8000)))
+        .await
+        .unwrap();
+    socket
+        .write_all(
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n",
+                stack.port(8000)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let closed = loop {
+        if socket.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            break started.elapsed();
+        }
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(1), socket.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway kept a never-ending request head open for 20 s"
+        );
+    };
+    eprintln!("slow request head cut off after {closed:?}");
+    assert!(
+        closed >= Duration::from_secs(9),
+        "cut off too early: {closed:?}"
+    );
+}
