@@ -234,9 +234,17 @@ fn git_revision(root: &Path) -> (String, bool) {
 struct PausedConnectors<'a>(&'a Stack);
 
 impl<'a> PausedConnectors<'a> {
+    /// Stops both connectors through process-compose (SIGTERM, drained),
+    /// so the queue fills; a frozen process (SIGSTOP) would fail its
+    /// readiness probes and be restarted by process-compose after a while.
     fn new(stack: &'a Stack) -> Self {
         for name in CONNECTORS {
-            stack.signal(name, "STOP");
+            stack.api().stop(name);
+        }
+        for name in CONNECTORS {
+            while !stack.state(name).has_ended() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         PausedConnectors(stack)
     }
@@ -245,7 +253,7 @@ impl<'a> PausedConnectors<'a> {
 impl Drop for PausedConnectors<'_> {
     fn drop(&mut self) {
         for name in CONNECTORS {
-            self.0.signal(name, "CONT");
+            self.0.api().start(name);
         }
     }
 }

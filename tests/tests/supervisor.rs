@@ -306,3 +306,48 @@ async fn the_terminal_ui_shows_every_process_running_and_ready() {
     };
     println!("{screen}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_outage_longer_than_the_probes_leaves_every_service_running() {
+    let stack = Stack::boot().await;
+    let services = [
+        "auth-api",
+        "core-api-0",
+        "core-api-1",
+        "psp-connector-0",
+        "psp-connector-1",
+        "gateway",
+    ];
+    let pids: Vec<u32> = services.iter().map(|name| stack.pid(name)).collect();
+    // Redis stopped through process-compose, as the dashboard's Stop
+    // button does, for longer than ten failed readiness probes.
+    stack.api().stop("redis");
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    for (name, pid) in services.iter().zip(&pids) {
+        let state = stack.state(name);
+        assert_eq!(
+            (state.status.as_str(), state.pid, state.restarts),
+            ("Running", *pid, 0),
+            "{name} was stopped or restarted while Redis was down: {state:?}"
+        );
+    }
+    stack.api().start("redis");
+    let http = client::http_client();
+    let token = client::login(&http, &stack.gateway(), "alice").await;
+    let id = client::create_accepted(
+        &http,
+        &stack.gateway(),
+        &token,
+        &client::payment("4242424242424242", "cus_outage", "order-outage"),
+    )
+    .await;
+    let settled = client::wait_all_final(
+        &http,
+        &stack.gateway(),
+        "alice",
+        &[id],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(settled[0]["status"], "succeeded");
+}
