@@ -10,7 +10,8 @@
 //   expiry   with a 1-second token: Create payment after expiry shows the
 //            token-expired prompt, whose button gets a new token.
 //   processes  the process panel against the stack's real process-compose
-//            API: every process listed, a Restart button restarts one.
+//            API: processes grouped by namespace, Restart restarts one, Stop
+//            stops one and Start starts it again.
 //
 // DASHBOARD_SCREENSHOT=<file.png> saves a screenshot at the end of `payment`.
 // CHROMIUM overrides the browser (default /usr/bin/chromium).
@@ -151,12 +152,37 @@ try {
     // Against the stack's own process-compose, through the gateway.
     await page.waitForSelector('#pc-status[data-state="ok"]');
     const summary = await page.textContent("#pc-status");
-    check(/^\d+ processes, \d+ ready\.$/.test(summary), `process summary: ${summary}`);
-    const row = '#process-table tr[data-process="core-api-1"]';
-    await page.waitForSelector(row);
-    const cells = await page.locator(`${row} td`).allTextContents();
-    check(cells[2] === "Running" && cells[3] === "Ready", `core-api-1 row: ${cells.join(" | ")}`);
-    await page.click(`${row} button`);
+    check(/^\d+ processes, \d+ ready\./.test(summary), `process summary: ${summary}`);
+
+    // Grouped by namespace, in the file's order, each process in its own.
+    const groups = await page.$$eval("#process-table tbody", (bodies) =>
+      bodies.map((b) => ({
+        namespace: b.dataset.namespace,
+        heading: b.querySelector("tr.group th").textContent,
+        processes: [...b.querySelectorAll("tr[data-process]")].map((r) => r.dataset.process),
+      })),
+    );
+    const expected = [
+      ["infra", ["gateway", "redis"]],
+      ["sandbox", ["psp-sandbox"]],
+      ["services", ["auth-api", "core-api-0", "core-api-1", "psp-connector-0", "psp-connector-1"]],
+    ];
+    check(
+      JSON.stringify(groups.map((g) => [g.namespace, g.processes])) === JSON.stringify(expected) &&
+        groups.every((g) => g.heading === g.namespace),
+      `process groups: ${JSON.stringify(groups)}`,
+    );
+    step(`groups: ${groups.map((g) => `${g.namespace} (${g.processes.join(", ")})`).join("; ")}`);
+
+    const row = (name) => `#process-table tr[data-process="${name}"]`;
+    const attrs = (name) =>
+      page.$eval(row(name), (r) => ({ status: r.dataset.status, ready: r.dataset.ready, pid: r.dataset.pid }));
+    const before = await attrs("core-api-1");
+    check(before.status === "Running" && before.ready === "Ready", `core-api-1 row: ${JSON.stringify(before)}`);
+    const cells = await page.locator(`${row("core-api-1")} td`).allTextContents();
+    check(/^\d+(s|m \d+s|h \d+m)$/.test(cells[5]), `uptime cell: ${cells[5]}`);
+
+    await page.click(`${row("core-api-1")} button[data-action="restart"]`);
     await page.waitForFunction(
       () =>
         document.querySelector("#raw-request").textContent.startsWith("POST /_pc/process/restart/core-api-1") &&
@@ -165,12 +191,39 @@ try {
     // The new process shows up with its new pid, and Ready again.
     await page.waitForFunction(
       ([selector, pid]) => {
-        const cells = [...document.querySelectorAll(`${selector} td`)].map((c) => c.textContent);
-        return cells[5] !== pid && cells[3] === "Ready";
+        const r = document.querySelector(selector);
+        return r && r.dataset.pid !== pid && r.dataset.pid !== "0" && r.dataset.ready === "Ready";
       },
-      [row, cells[5]],
+      [row("core-api-1"), before.pid],
     );
-    step(`restart button restarted core-api-1 (pid ${cells[5]} → new pid, Ready)`);
+    step(`restart button restarted core-api-1 (pid ${before.pid} → new pid, Ready)`);
+
+    // Stop, then Start: the buttons follow the state.
+    const connector = row("psp-connector-1");
+    check(await page.isDisabled(`${connector} button[data-action="start"]`), "Start enabled while running");
+    await page.click(`${connector} button[data-action="stop"]`);
+    await page.waitForFunction(
+      () =>
+        document.querySelector("#raw-request").textContent.startsWith("PATCH /_pc/process/stop/psp-connector-1") &&
+        document.querySelector("#raw-response").textContent.startsWith("200"),
+    );
+    await page.waitForFunction((s) => {
+      const r = document.querySelector(s);
+      return r && r.dataset.status !== "Running" && !r.querySelector('button[data-action="start"]').disabled;
+    }, connector);
+    const stopped = await attrs("psp-connector-1");
+    step(`stop button stopped psp-connector-1 (${stopped.status})`);
+    await page.click(`${connector} button[data-action="start"]`);
+    await page.waitForFunction(
+      () =>
+        document.querySelector("#raw-request").textContent.startsWith("POST /_pc/process/start/psp-connector-1") &&
+        document.querySelector("#raw-response").textContent.startsWith("200"),
+    );
+    await page.waitForFunction((s) => {
+      const r = document.querySelector(s);
+      return r && r.dataset.status === "Running" && r.dataset.ready === "Ready";
+    }, connector);
+    step("start button started psp-connector-1 again (Running, Ready)");
   } else {
     await page.selectOption("#user", "bob");
     await page.click("#get-token");

@@ -107,18 +107,35 @@ async fn dashboard_prompts_for_a_new_token_when_it_expired() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dashboard_lists_processes_and_restarts_one_through_the_gateway() {
+async fn dashboard_groups_processes_and_restarts_stops_and_starts_them() {
     let (node, script) = browser_test_prerequisites();
     let stack = Stack::boot().await;
-    let before = stack.state("core-api-1");
+    let before = ["core-api-1", "psp-connector-1"].map(|name| stack.state(name));
     let output = run_browser(&node, &script, &stack.gateway(), "processes").await;
     assert!(output.status.success(), "browser scenario failed");
-    // process-compose itself restarted it: a new pid, up again.
-    let after = stack.state("core-api-1");
-    assert_ne!(after.pid, before.pid, "core-api-1 was not restarted");
-    assert!(after.is_up(), "{after:?}");
-    for other in stack.process_names().iter().filter(|n| *n != "core-api-1") {
-        assert_eq!(stack.state(other).restarts, 0, "{other} restarted too");
+    // process-compose itself restarted core-api-1, and stopped and started
+    // psp-connector-1: new pids, up again.
+    for before in before {
+        let after = stack.state(&before.name);
+        assert_ne!(after.pid, before.pid, "{} was not restarted", before.name);
+        assert!(after.is_up(), "{after:?}");
+    }
+    assert!(
+        stack
+            .supervisor_log()
+            .lines()
+            .any(|l| l.contains("psp-connector-1") && l.to_lowercase().contains("stop")),
+        "process-compose logged no stop of psp-connector-1:\n{}",
+        stack.supervisor_log()
+    );
+    for other in stack
+        .process_names()
+        .iter()
+        .filter(|n| !["core-api-1", "psp-connector-1"].contains(&n.as_str()))
+    {
+        let state = stack.state(other);
+        assert_eq!(state.restarts, 0, "{other} restarted too");
+        assert!(state.is_up(), "{state:?}");
     }
 }
 

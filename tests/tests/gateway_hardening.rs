@@ -123,6 +123,23 @@ async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() 
     let same_origin = format!("{host}{dashboard}Origin: http://127.0.0.1:{port}\r\n");
     let answer = raw(&stack, &get("/_pc/processes", &same_origin)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Stop and Start reach process-compose (which answers for a process it
+    // does not have), with their own methods only.
+    let call = |method: &str, path: &str, headers: &str| {
+        format!("{method} {path} HTTP/1.1\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    };
+    for (method, path) in [
+        ("PATCH", "/_pc/process/stop/no-such-process"),
+        ("POST", "/_pc/process/start/no-such-process"),
+    ] {
+        let answer = raw(&stack, &call(method, path, &same_origin)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400") && answer.contains("no-such-process"),
+            "{method} {path} did not reach process-compose: {answer}"
+        );
+        assert!(!answer.contains("\"forbidden\""), "{answer}");
+    }
 
     let refused: Vec<(&str, Vec<u8>)> = vec![
         ("without the dashboard header", get("/_pc/processes", &host)),
@@ -159,6 +176,24 @@ async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() 
             format!("POST /_pc/process/restart/a%2F..%2Fproject HTTP/1.1\r\n{host}{dashboard}Content-Length: 0\r\nConnection: close\r\n\r\n")
                 .into_bytes(),
         ),
+        ("a stop by POST", call("POST", "/_pc/process/stop/redis", &format!("{host}{dashboard}"))),
+        ("a stop by GET", get("/_pc/process/stop/redis", &format!("{host}{dashboard}"))),
+        ("a start by PATCH", call("PATCH", "/_pc/process/start/redis", &format!("{host}{dashboard}"))),
+        ("a stop without the dashboard header", call("PATCH", "/_pc/process/stop/redis", &host)),
+        (
+            "a stop to a DNS-rebinding Host",
+            call("PATCH", "/_pc/process/stop/redis", &format!("Host: attacker.example:{port}\r\n{dashboard}")),
+        ),
+        (
+            "a stop from a foreign Origin",
+            call("PATCH", "/_pc/process/stop/redis", &format!("{host}{dashboard}Origin: http://attacker.example\r\n")),
+        ),
+        (
+            "a start from a foreign Origin",
+            call("POST", "/_pc/process/start/redis", &format!("{host}{dashboard}Origin: http://attacker.example\r\n")),
+        ),
+        ("stop every process", call("PATCH", "/_pc/processes/stop", &format!("{host}{dashboard}"))),
+        ("a stop of a path", call("PATCH", "/_pc/process/stop/redis/x", &format!("{host}{dashboard}"))),
         (
             "a restart from a foreign Origin",
             format!("POST /_pc/process/restart/redis HTTP/1.1\r\n{host}{dashboard}Origin: http://attacker.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
