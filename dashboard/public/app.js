@@ -3,7 +3,7 @@
 //   - the process panel reads process-compose's REST API through the
 //     gateway's /_pc/ proxy (same origin, so no CORS), grouped by namespace,
 //     with Restart, Stop and Start, and says so plainly when process-compose
-//     is not there;
+//     is not there; a process name opens its live log (logs.js);
 //   - Get token / Create payment call the real APIs and show the raw
 //     request and response;
 //   - the transactions table lists the merchant's transactions with the list
@@ -124,7 +124,13 @@ async function call(method, path, { headers = {}, json, show = false } = {}) {
     return { status: 0, body: null, error };
   }
   const bodyText = await response.text();
-  if (show) $("#raw-response").textContent = describeResponse(response, bodyText);
+  if (show) {
+    $("#raw-response").textContent = describeResponse(response, bodyText);
+    // The gateway's id of this request: a link to its trace in the logs.
+    const requestId = response.headers.get("X-Request-Id");
+    $("#last-request").hidden = !requestId;
+    $("#last-request-id").replaceChildren(...(requestId ? [requestIdButton(requestId)] : []));
+  }
   let parsed = null;
   try {
     parsed = JSON.parse(bodyText);
@@ -233,13 +239,14 @@ async function refreshProcesses() {
         : "process-compose is not reachable: the platform is not running under process-compose here " +
           "(for example in CI), or its API is not on the port the gateway expects " +
           "(PC_API_UPSTREAM, default 127.0.0.1:8080). Tokens, payments, the queue and the table below still work.";
+    renderLogSources();
     return;
   }
   state.processes = data;
   status.className = "status-line";
   status.dataset.state = "ok";
   const ready = data.filter((p) => p.is_ready === "Ready").length;
-  status.textContent = `${data.length} processes, ${ready} ready.`;
+  status.textContent = `${data.length} processes, ${ready} ready. Click a name for its log.`;
 
   const groups = new Map();
   for (const p of data) {
@@ -266,6 +273,7 @@ async function refreshProcesses() {
   for (const old of [...table.tBodies]) old.remove();
   table.append(...bodies);
   table.hidden = false;
+  renderLogSources();
 }
 
 function processRow(p) {
@@ -277,7 +285,14 @@ function processRow(p) {
   tr.dataset.restarts = String(p.restarts);
   const running = p.status === "Running";
 
-  const nameCell = text("td", p.name);
+  const name = text("button", p.name, "link");
+  name.type = "button";
+  name.dataset.role = "open-log";
+  name.title = `the log of ${p.name}, following`;
+  name.addEventListener("click", () => openLog(p.name));
+  const nameCell = document.createElement("td");
+  nameCell.append(name);
+  if (logView.mode === "process" && logView.process === p.name) tr.classList.add("selected");
 
   const statusCell = text("td", p.status, running ? "ok" : p.status === "Error" ? "bad" : "");
   const readyCell = text("td", p.is_ready === "-" ? "—" : p.is_ready);
@@ -524,6 +539,7 @@ function start() {
     state.cursor = null;
     refreshTransactions();
   });
+  startLogs();
   setInterval(renderToken, 1000);
   refreshProcesses();
   setInterval(refreshProcesses, PROCESS_POLL_MS);

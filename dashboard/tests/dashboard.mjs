@@ -12,6 +12,11 @@
 //   processes  the process panel against the stack's real process-compose
 //            API: processes grouped by namespace, Restart restarts one, Stop
 //            stops one and Start starts it again.
+//   logs     core-api-0's log opened from the process panel follows a new
+//            request within 2 s; pause, follow and the filter box; a request
+//            id opens its lines in every process, and a payment's id from
+//            the Last call panel its whole path (gateway, core-api,
+//            connector, PSP).
 //
 // DASHBOARD_SCREENSHOT=<file.png> saves a screenshot at the end of `payment`.
 // CHROMIUM overrides the browser (default /usr/bin/chromium).
@@ -21,8 +26,8 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const [gateway, scenario] = process.argv.slice(2);
-if (!gateway || !["payment", "expiry", "processes"].includes(scenario)) {
-  console.error("usage: node dashboard.mjs <gateway URL> payment|expiry|processes");
+if (!gateway || !["payment", "expiry", "processes", "logs"].includes(scenario)) {
+  console.error("usage: node dashboard.mjs <gateway URL> payment|expiry|processes|logs");
   process.exit(2);
 }
 
@@ -54,6 +59,7 @@ function step(message) {
 const origin = new URL(gateway).origin;
 const foreign = [];
 const pageErrors = [];
+const consoleErrors = [];
 
 try {
   const page = context.pages()[0] || (await context.newPage());
@@ -63,11 +69,20 @@ try {
     if (!request.url().startsWith(origin)) foreign.push(request.url());
   });
   page.on("pageerror", (error) => pageErrors.push(String(error)));
+  page.on("console", (message) => {
+    if (message.type() === "error") consoleErrors.push(message.text());
+  });
 
   step(`open ${gateway}/_dashboard/`);
   const opened = await page.goto(`${gateway}/_dashboard/`);
   check(opened && opened.ok(), `GET /_dashboard/ answered ${opened && opened.status()}: ${opened && (await opened.text())}`);
   await page.waitForSelector("#get-token");
+  const timing = await page.evaluate(() => {
+    const nav = performance.getEntriesByType("navigation")[0];
+    return { dom: nav.domContentLoadedEventEnd, load: nav.loadEventEnd };
+  });
+  step(`page loaded in ${Math.round(timing.load)} ms (DOMContentLoaded ${Math.round(timing.dom)} ms)`);
+  check(timing.load > 0 && timing.load < 1000, `the page took ${timing.load} ms to load`);
 
   if (scenario === "payment") {
     // Process panel: no process-compose in this run, and it says so.
@@ -76,6 +91,11 @@ try {
     check(pc.includes("process-compose is not reachable"), `process panel says: ${pc}`);
     check(await page.isHidden("#process-table"), "process table shown without process-compose");
     step("process panel: process-compose not reachable, said plainly");
+    await page.click("#log-all");
+    await page.waitForSelector('#log-status[data-state="unreachable"]');
+    const logs = await page.textContent("#log-status");
+    check(logs.includes("process-compose is not reachable"), `log panel says: ${logs}`);
+    step("log panel: process-compose not reachable, said plainly");
 
     // Create payment before any token: a clear prompt, no request sent.
     await page.click("#create-payment");
@@ -224,6 +244,99 @@ try {
       return r && r.dataset.status === "Running" && r.dataset.ready === "Ready";
     }, connector);
     step("start button started psp-connector-1 again (Running, Ready)");
+  } else if (scenario === "logs") {
+    await page.waitForSelector('#pc-status[data-state="ok"]');
+    const open = '#process-table tr[data-process="core-api-0"] button[data-role="open-log"]';
+    await page.click(open);
+    await page.waitForFunction(() => document.querySelector("#log-title").textContent === "Log of core-api-0");
+    await page.waitForFunction(() => Number(document.querySelector("#log-lines").dataset.lines) > 0);
+    check(
+      (await page.$eval("#log-lines", (b) => b.dataset.processes)) === "core-api-0",
+      "lines of other processes in core-api-0's log",
+    );
+    step(`core-api-0's log: ${await page.$eval("#log-lines", (b) => b.dataset.lines)} lines`);
+
+    // Two requests through the gateway: round robin sends one to each
+    // replica. The clock runs from the first until its line is shown.
+    const tag = Math.random().toString(36).slice(2, 10);
+    const ids = [`follow-${tag}-a`, `follow-${tag}-b`];
+    const sent = Date.now();
+    for (const id of ids) {
+      const r = await fetch(`${gateway}/transactions?limit=1`, { headers: { "X-Request-Id": id } });
+      check(r.status === 401, `GET /transactions without a token: ${r.status}`);
+    }
+    const line = ids.map((id) => `#log-lines .log-line[data-request-id="${id}"]`).join(", ");
+    await page.waitForSelector(line, { timeout: 2_000 });
+    const followed = Date.now() - sent;
+    const shown = await page.textContent(line);
+    check(shown.includes("GET /transactions → 401"), `rendered as: ${shown}`);
+    step(`a new request's line shown in core-api-0's log ${followed} ms after it was sent: ${shown.trim()}`);
+
+    // Paused, new lines are collected but not shown; Follow shows them.
+    await page.click("#log-follow");
+    await page.waitForSelector('#log-follow[data-state="paused"]');
+    const pausedIds = [`paused-${tag}-a`, `paused-${tag}-b`];
+    for (const id of pausedIds) await fetch(`${gateway}/transactions?limit=1`, { headers: { "X-Request-Id": id } });
+    const pausedLine = pausedIds.map((id) => `#log-lines .log-line[data-request-id="${id}"]`).join(", ");
+    await page.waitForFunction(() => /\(\d+ new\)/.test(document.querySelector("#log-follow").textContent));
+    check((await page.$$(pausedLine)).length === 0, "a line shown while paused");
+    await page.click("#log-follow");
+    await page.waitForSelector(pausedLine, { timeout: 2_000 });
+    step("paused: lines collected, not shown; Follow shows them");
+
+    // The filter box keeps the lines that contain its text.
+    await page.fill("#log-filter", `follow-${tag}`);
+    await page.waitForFunction(() => Number(document.querySelector("#log-lines").dataset.lines) >= 1);
+    const filtered = await page.$$eval("#log-lines .log-line", (lines) => lines.map((l) => l.title));
+    check(filtered.length > 0 && filtered.every((l) => l.includes(`follow-${tag}`)), `filtered: ${filtered.join("\n")}`);
+    await page.click("#log-clear-filter");
+    step(`filter: ${filtered.length} matching line(s)`);
+
+    // A request id in a line opens every line carrying it: the gateway's
+    // access log and core-api's line at least.
+    const button = ids.map((id) => `#log-lines .log-line[data-request-id="${id}"] button.rid`).join(", ");
+    await page.click(button);
+    await page.waitForFunction(() => {
+      const p = (document.querySelector("#log-lines").dataset.processes || "").split(",");
+      return p.includes("gateway") && p.some((n) => n.startsWith("core-api-"));
+    });
+    const gatewayLine = await page.textContent('#log-lines .log-line[data-process="gateway"]');
+    check(gatewayLine.includes("GET /transactions?limit=1 → 401"), `gateway line: ${gatewayLine}`);
+    step(`request id link: lines from ${await page.$eval("#log-lines", (b) => b.dataset.processes)}`);
+
+    // One payment, traced from the Last call panel: gateway → core-api →
+    // connector → PSP.
+    await page.selectOption("#user", "alice");
+    await page.click("#get-token");
+    await page.waitForSelector('#token-state[data-state="valid"]');
+    await page.selectOption("#card", "4242424242424242");
+    await page.click("#create-payment");
+    await page.waitForFunction(() => document.querySelector("#raw-response").dataset.transaction);
+    const transaction = await page.getAttribute("#raw-response", "data-transaction");
+    await page.waitForSelector(`#tx-table tr[data-transaction="${transaction}"][data-status="succeeded"]`);
+    const requestId = await page.getAttribute("#last-request-id button.rid", "data-request-id");
+    check(requestId, "no request id in the Last call panel");
+    await page.click("#last-request-id button.rid");
+    await page.waitForFunction(() => {
+      const p = (document.querySelector("#log-lines").dataset.processes || "").split(",");
+      return (
+        p.includes("gateway") &&
+        p.some((n) => n.startsWith("core-api-")) &&
+        p.some((n) => n.startsWith("psp-connector-")) &&
+        p.includes("psp-sandbox")
+      );
+    });
+    const trace = await page.$$eval("#log-lines .log-line", (lines) =>
+      lines.map((l) => `${l.dataset.process}: ${l.querySelector(".m").textContent}`),
+    );
+    check(
+      (await page.$$eval("#log-lines .log-line", (lines) => lines.map((l) => l.title))).every((t) =>
+        t.includes(requestId),
+      ),
+      "a line without the request id in its trace",
+    );
+    check(!trace.join("\n").includes("4242424242424242"), "a card number in the logs");
+    step(`trace of ${requestId} (${transaction}):\n    ${trace.join("\n    ")}`);
   } else {
     await page.selectOption("#user", "bob");
     await page.click("#get-token");
@@ -255,10 +368,26 @@ try {
   // What the page showed, to tell a broken page from a broken platform.
   const page = context.pages()[0];
   if (page) {
-    for (const selector of ["#pc-status", "#token-state", "#call-error", "#raw-request", "#raw-response", "#tx-status"]) {
+    for (const selector of [
+      "#pc-status",
+      "#log-title",
+      "#log-summary",
+      "#log-status",
+      "#token-state",
+      "#call-error",
+      "#raw-request",
+      "#raw-response",
+      "#tx-status",
+      "#queue-status",
+    ]) {
       const shown = await page.textContent(selector, { timeout: 1_000 }).catch(() => "(missing)");
       console.error(`${selector}: ${shown}`);
     }
+    const lines = await page
+      .$$eval("#log-lines .log-line", (ls) => ls.slice(-15).map((l) => `${l.dataset.process}: ${l.textContent}`))
+      .catch(() => []);
+    console.error(`last log lines:\n  ${lines.join("\n  ")}`);
+    console.error(`page errors: ${pageErrors.join("; ") || "none"}; console errors: ${consoleErrors.join("; ") || "none"}`);
   }
   throw error;
 } finally {

@@ -3,10 +3,11 @@
 //! - the dashboard at `/_dashboard/`, driven in headless Chromium by
 //!   Playwright (`dashboard/tests/dashboard.mjs`) against the booted stack:
 //!   Get token, Create payment, the transaction reaching `succeeded` in the
-//!   table, 4xx errors shown plainly, the process panel saying plainly when
-//!   process-compose is not reachable, and the panel listing the stack's
-//!   processes and restarting one through the gateway's proxy to the real
-//!   process-compose;
+//!   table, 4xx errors shown plainly, the process and log panels saying
+//!   plainly when process-compose is not reachable; against the real
+//!   process-compose, the processes grouped by namespace, restarted,
+//!   stopped and started through the gateway's proxy, a process' live log
+//!   and a request traced across services;
 //! - `scripts/dev-reload`'s change detection, with real cargo builds of a
 //!   scratch workspace: it reports exactly the binaries that changed; and
 //!   its rolling restart under a real process-compose supervising the
@@ -136,6 +137,28 @@ async fn dashboard_groups_processes_and_restarts_stops_and_starts_them() {
         let state = stack.state(other);
         assert_eq!(state.restarts, 0, "{other} restarted too");
         assert!(state.is_up(), "{state:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_follows_a_process_log_and_traces_a_request_across_services() {
+    let (node, script) = browser_test_prerequisites();
+    let stack = Stack::boot().await;
+    let output = run_browser(&node, &script, &stack.gateway(), "logs").await;
+    assert!(output.status.success(), "browser scenario failed");
+    // What the page showed came from the processes' own output.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let traced = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("[dashboard] trace of "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the scenario names the request it traced");
+    for process in ["gateway", "psp-sandbox"] {
+        assert!(
+            stack.log(process).contains(traced),
+            "{traced} not in {process}'s log:\n{}",
+            stack.log(process)
+        );
     }
 }
 

@@ -21,6 +21,26 @@ async fn raw(stack: &Stack, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// The body of a raw HTTP/1.1 answer, de-chunked if it was sent chunked.
+fn body_of(answer: &str) -> String {
+    let (head, mut body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return body.to_owned();
+    }
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 fn chunked_post(
     stack: &Stack,
     path: &str,
@@ -123,6 +143,13 @@ async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() 
     let same_origin = format!("{host}{dashboard}Origin: http://127.0.0.1:{port}\r\n");
     let answer = raw(&stack, &get("/_pc/processes", &same_origin)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A process' log lines (the last 10), as process-compose keeps them.
+    let answer = raw(&stack, &get("/_pc/process/logs/redis/0/10", &same_origin)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let logs: Value = serde_json::from_str(&body_of(&answer)).unwrap_or_else(|_| panic!("{answer}"));
+    let lines = logs["logs"].as_array().unwrap_or_else(|| panic!("{answer}"));
+    assert!(!lines.is_empty() && lines.len() <= 10, "{answer}");
+    assert!(answer.contains("Ready to accept connections"), "redis' log: {answer}");
     // Stop and Start reach process-compose (which answers for a process it
     // does not have), with their own methods only.
     let call = |method: &str, path: &str, headers: &str| {
@@ -161,7 +188,26 @@ async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() 
         ("another letter case", get("/_PC/processes", &format!("{host}{dashboard}"))),
         ("a doubled slash", get("/_pc//processes", &format!("{host}{dashboard}"))),
         ("an extra segment", get("/_pc/processes/x", &format!("{host}{dashboard}"))),
-        ("another API", get("/_pc/process/logs/redis/0/10", &format!("{host}{dashboard}"))),
+        ("another API", get("/_pc/process/info/redis", &format!("{host}{dashboard}"))),
+        (
+            "the logs websocket",
+            get("/_pc/process/logs/ws?name=redis&offset=0&follow=true", &format!("{host}{dashboard}")),
+        ),
+        ("logs by POST", call("POST", "/_pc/process/logs/redis/0/10", &format!("{host}{dashboard}"))),
+        ("logs with a word for an offset", get("/_pc/process/logs/redis/x/10", &format!("{host}{dashboard}"))),
+        ("logs with an extra segment", get("/_pc/process/logs/redis/0/10/x", &format!("{host}{dashboard}"))),
+        ("logs without the dashboard header", get("/_pc/process/logs/redis/0/10", &host)),
+        (
+            "logs for a DNS-rebinding Host",
+            get("/_pc/process/logs/redis/0/10", &format!("Host: attacker.example:{port}\r\n{dashboard}")),
+        ),
+        (
+            "logs for a foreign Origin",
+            get(
+                "/_pc/process/logs/redis/0/10",
+                &format!("{host}{dashboard}Origin: http://attacker.example\r\n"),
+            ),
+        ),
         (
             "a restart by GET",
             get("/_pc/process/restart/redis", &format!("{host}{dashboard}")),
