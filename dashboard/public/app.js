@@ -4,8 +4,10 @@
 //     gateway's /_pc/ proxy (same origin, so no CORS), grouped by namespace,
 //     with Restart, Stop and Start, and says so plainly when process-compose
 //     is not there; a process name opens its live log (logs.js);
+//   - the queue panel (queue.js) reads core-api's admin view of the stream,
+//     the consumer group, retries and dead letters, with Requeue;
 //   - Get token / Create payment call the real APIs and show the raw
-//     request and response;
+//     request and response, and the request id links to its trace;
 //   - the transactions table lists the merchant's transactions with the list
 //     endpoint's filters and refreshes while any of them is not final.
 "use strict";
@@ -13,8 +15,9 @@
 const FINAL = new Set(["succeeded", "declined", "failed"]);
 const PROCESS_POLL_MS = 2000;
 const TX_POLL_MS = 1000;
-// The gateway only forwards /_pc/ requests that carry this header: a page
-// on another site cannot add it without a CORS preflight nobody answers.
+// The gateway only forwards /_pc/ and /_admin/ requests that carry this
+// header: a page on another site cannot add it without a CORS preflight
+// nobody answers.
 const PC_HEADERS = { "X-Dashboard": "1" };
 
 const $ = (selector) => document.querySelector(selector);
@@ -540,6 +543,7 @@ function start() {
     refreshTransactions();
   });
   startLogs();
+  startQueue();
   setInterval(renderToken, 1000);
   refreshProcesses();
   setInterval(refreshProcesses, PROCESS_POLL_MS);

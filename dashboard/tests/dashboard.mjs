@@ -17,8 +17,15 @@
 //            id opens its lines in every process, and a payment's id from
 //            the Last call panel its whole path (gateway, core-api,
 //            connector, PSP).
+//   queue    the queue panel against dead letters the Rust test set up
+//            (ids in DASHBOARD_FAILED_TX, DASHBOARD_KEPT_TX,
+//            DASHBOARD_RETRY_TX): stream, group, consumers, retries; a
+//            poison message and a failed payment not requeueable (the
+//            endpoint answers 409 too), a kept message of a pending payment
+//            requeued; the failed payment's trace from its request id.
 //
-// DASHBOARD_SCREENSHOT=<file.png> saves a screenshot at the end of `payment`.
+// DASHBOARD_SCREENSHOT=<file.png> saves a screenshot at the end of
+// `payment` and of `queue` (the one in docs/).
 // CHROMIUM overrides the browser (default /usr/bin/chromium).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,8 +33,8 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const [gateway, scenario] = process.argv.slice(2);
-if (!gateway || !["payment", "expiry", "processes", "logs"].includes(scenario)) {
-  console.error("usage: node dashboard.mjs <gateway URL> payment|expiry|processes|logs");
+if (!gateway || !["payment", "expiry", "processes", "logs", "queue"].includes(scenario)) {
+  console.error("usage: node dashboard.mjs <gateway URL> payment|expiry|processes|logs|queue");
   process.exit(2);
 }
 
@@ -96,6 +103,9 @@ try {
     const logs = await page.textContent("#log-status");
     check(logs.includes("process-compose is not reachable"), `log panel says: ${logs}`);
     step("log panel: process-compose not reachable, said plainly");
+    // The queue comes from core-api, so it is there all the same.
+    await page.waitForSelector('#queue-status[data-state="ok"]');
+    step("queue panel: shown without process-compose");
 
     // Create payment before any token: a clear prompt, no request sent.
     await page.click("#create-payment");
@@ -337,6 +347,97 @@ try {
     );
     check(!trace.join("\n").includes("4242424242424242"), "a card number in the logs");
     step(`trace of ${requestId} (${transaction}):\n    ${trace.join("\n    ")}`);
+  } else if (scenario === "queue") {
+    // The Rust test set up: a poison message the connector dead-lettered,
+    // a payment the PSP kept failing (failed, dead-lettered), a dead letter
+    // that kept the message of a payment still pending, and a retry due
+    // later. Their ids come in the environment.
+    const failed = process.env.DASHBOARD_FAILED_TX;
+    const kept = process.env.DASHBOARD_KEPT_TX;
+    const retry = process.env.DASHBOARD_RETRY_TX;
+    check(failed && kept && retry, "DASHBOARD_FAILED_TX, DASHBOARD_KEPT_TX and DASHBOARD_RETRY_TX must be set");
+    // alice's transactions in the table, for the statuses.
+    await page.selectOption("#user", "alice");
+    await page.click("#get-token");
+    await page.waitForSelector(`#tx-table tr[data-transaction="${failed}"][data-status="failed"]`);
+    await page.waitForSelector('#queue-status[data-state="ok"]');
+    const poisonRow = '#dead-table tr[data-reason="undecodable"]';
+    const failedRow = `#dead-table tr[data-transaction="${failed}"]`;
+    const keptRow = `#dead-table tr[data-transaction="${kept}"]`;
+    for (const row of [poisonRow, failedRow, keptRow]) await page.waitForSelector(row);
+    const stat = (key) => page.textContent(`#queue-summary [data-stat="${key}"] .value`);
+    check((await stat("dead")) === "3", `dead letters: ${await stat("dead")}`);
+    check((await stat("consumers")) === "2", `consumers: ${await stat("consumers")}`);
+    for (const name of ["psp-connector-0", "psp-connector-1"]) {
+      await page.waitForSelector(`#consumer-table tr[data-consumer="${name}"]`);
+    }
+    await page.waitForSelector(`#retry-table tr[data-transaction="${retry}"]`);
+    step(
+      `queue: stream ${await stat("stream-length")}, lag ${await stat("lag")}, pending ${await stat("pending")}, ` +
+        `${await stat("consumers")} consumers, ${await stat("retries")} retries, ${await stat("dead")} dead letters`,
+    );
+
+    // What each dead letter says, and why two cannot be requeued.
+    const rowText = (row) => page.$$eval(`${row} td`, (tds) => tds.map((td) => td.textContent.trim()));
+    const poison = await rowText(poisonRow);
+    check(poison[1].startsWith("undecodable") && poison[2] === "—", `poison row: ${poison.join(" | ")}`);
+    const failedCells = await rowText(failedRow);
+    check(
+      failedCells[1].startsWith("max_attempts_exceeded") && failedCells[2].includes("(failed)") && failedCells[3] === "2",
+      `failed row: ${failedCells.join(" | ")}`,
+    );
+    for (const [row, refusal] of [
+      [poisonRow, "message_not_kept"],
+      [failedRow, "transaction_final"],
+    ]) {
+      check(await page.isDisabled(`${row} button[data-action="requeue"]`), `${row}: Requeue enabled`);
+      await page.waitForSelector(`${row} [data-refusal="${refusal}"]`);
+      // The endpoint refuses too, whatever the page shows.
+      const id = await page.getAttribute(row, "data-dead-letter");
+      const answer = await page.evaluate(async (id) => {
+        const r = await fetch(`/_admin/dead/${id}/requeue`, { method: "POST", headers: { "X-Dashboard": "1" } });
+        return { status: r.status, body: await r.json() };
+      }, id);
+      check(
+        answer.status === 409 && answer.body.error.code === refusal,
+        `requeue of ${id}: ${JSON.stringify(answer)}`,
+      );
+      step(`dead letter ${id}: not requeueable (${refusal}), the endpoint answers 409 ${refusal}`);
+    }
+
+    // The kept message of the pending payment: Requeue puts it back.
+    const keptId = await page.getAttribute(keptRow, "data-dead-letter");
+    check(!(await page.isDisabled(`${keptRow} button[data-action="requeue"]`)), "Requeue disabled for the kept message");
+    await page.click(`${keptRow} button[data-action="requeue"]`);
+    await page.waitForFunction(
+      (id) =>
+        document.querySelector("#raw-request").textContent.startsWith(`POST /_admin/dead/${id}/requeue`) &&
+        document.querySelector("#raw-response").textContent.startsWith("200"),
+      keptId,
+    );
+    await page.waitForSelector(keptRow, { state: "detached" });
+    await page.waitForFunction(
+      () => document.querySelector('#queue-summary [data-stat="dead"] .value').textContent === "2",
+    );
+    step(`dead letter ${keptId} (${kept}, pending): requeued, gone from the dead letters`);
+
+    // The failed payment's request id: its whole story in the logs.
+    await page.click(`${failedRow} button.rid`);
+    await page.waitForFunction(() => {
+      const p = (document.querySelector("#log-lines").dataset.processes || "").split(",");
+      return p.includes("gateway") && p.some((n) => n.startsWith("core-api-")) && p.some((n) => n.startsWith("psp-connector-"));
+    });
+    const story = await page.$$eval("#log-lines .log-line", (lines) =>
+      lines.map((l) => `${l.dataset.process}: ${l.querySelector(".m").textContent}`),
+    );
+    check(story.some((l) => l.includes("dead-lettering")), `no dead-lettering line in:\n${story.join("\n")}`);
+    step(`trace of the failed payment's request:\n    ${story.join("\n    ")}`);
+
+    if (process.env.DASHBOARD_SCREENSHOT) {
+      await page.evaluate(() => window.scrollTo(0, 0));
+      await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
+      step(`screenshot: ${process.env.DASHBOARD_SCREENSHOT}`);
+    }
   } else {
     await page.selectOption("#user", "bob");
     await page.click("#get-token");
@@ -387,6 +488,10 @@ try {
       .$$eval("#log-lines .log-line", (ls) => ls.slice(-15).map((l) => `${l.dataset.process}: ${l.textContent}`))
       .catch(() => []);
     console.error(`last log lines:\n  ${lines.join("\n  ")}`);
+    const dead = await page
+      .$$eval("#dead-table tbody tr", (rows) => rows.map((r) => r.outerHTML))
+      .catch(() => []);
+    console.error(`dead letter rows:\n  ${dead.join("\n  ")}`);
     console.error(`page errors: ${pageErrors.join("; ") || "none"}; console errors: ${consoleErrors.join("; ") || "none"}`);
   }
   throw error;

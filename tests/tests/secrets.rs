@@ -217,7 +217,10 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let replaced = response.headers()["x-request-id"].to_str().unwrap();
-    assert!(uuid::Uuid::parse_str(replaced).is_ok(), "request id passed on: {replaced}");
+    assert!(
+        uuid::Uuid::parse_str(replaced).is_ok(),
+        "request id passed on: {replaced}"
+    );
     // Log lines are written by background writers: wait for them.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
