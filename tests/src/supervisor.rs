@@ -123,11 +123,15 @@ impl Api {
     pub fn call(&self, method: &str, path: &str) -> std::io::Result<Reply> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(
-            stream,
+        // One write: `write!` sends each piece of the format separately,
+        // and a server that reads once (the dev-reload test's scratch
+        // binary) may answer and close after the first piece, resetting the
+        // connection before its answer is read.
+        let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             self.port
-        )?;
+        );
+        stream.write_all(request.as_bytes())?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw)?;
         let text = String::from_utf8_lossy(&raw);
