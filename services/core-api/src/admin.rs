@@ -23,8 +23,8 @@
 //! - the letter must still hold the message (a `payload` field), else
 //!   `message_not_kept`. The connector never keeps it today, since the
 //!   message carries the card: there is nothing to send again for the
-//!   letters it writes (their transactions are `failed` anyway, or they
-//!   could not be decoded), and the merchant creates a new payment;
+//!   letters it writes (their transaction is `failed` or missing, or the
+//!   message could not be decoded), and the merchant creates a new payment;
 //! - a kept message naming no transaction (it could not be decoded) is
 //!   requeued as it is: what cannot be decoded charges nothing, and a fixed
 //!   connector may now read it.
