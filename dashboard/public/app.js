@@ -1,10 +1,13 @@
 // The dev dashboard: plain browser JavaScript, no framework, nothing fetched
-// from anywhere but this gateway. Three parts:
+// from anywhere but this gateway. The parts:
 //   - the process panel reads process-compose's REST API through the
-//     gateway's /_pc/ proxy (same origin, so no CORS), and says so plainly
-//     when process-compose is not there;
+//     gateway's /_pc/ proxy (same origin, so no CORS), grouped by namespace,
+//     with Restart, Stop and Start, and says so plainly when process-compose
+//     is not there; a process name opens its live log (logs.js);
+//   - the queue panel (queue.js) reads core-api's admin view of the stream,
+//     the consumer group, retries and dead letters, with Requeue;
 //   - Get token / Create payment call the real APIs and show the raw
-//     request and response;
+//     request and response, and the request id links to its trace;
 //   - the transactions table lists the merchant's transactions with the list
 //     endpoint's filters and refreshes while any of them is not final.
 "use strict";
@@ -12,8 +15,9 @@
 const FINAL = new Set(["succeeded", "declined", "failed"]);
 const PROCESS_POLL_MS = 2000;
 const TX_POLL_MS = 1000;
-// The gateway only forwards /_pc/ requests that carry this header: a page
-// on another site cannot add it without a CORS preflight nobody answers.
+// The gateway only forwards /_pc/ and /_admin/ requests that carry this
+// header: a page on another site cannot add it without a CORS preflight
+// nobody answers.
 const PC_HEADERS = { "X-Dashboard": "1" };
 
 const $ = (selector) => document.querySelector(selector);
@@ -123,7 +127,13 @@ async function call(method, path, { headers = {}, json, show = false } = {}) {
     return { status: 0, body: null, error };
   }
   const bodyText = await response.text();
-  if (show) $("#raw-response").textContent = describeResponse(response, bodyText);
+  if (show) {
+    $("#raw-response").textContent = describeResponse(response, bodyText);
+    // The gateway's id of this request: a link to its trace in the logs.
+    const requestId = response.headers.get("X-Request-Id");
+    $("#last-request").hidden = !requestId;
+    $("#last-request-id").replaceChildren(...(requestId ? [requestIdButton(requestId)] : []));
+  }
   let parsed = null;
   try {
     parsed = JSON.parse(bodyText);
@@ -133,6 +143,8 @@ async function call(method, path, { headers = {}, json, show = false } = {}) {
   let error = null;
   if (!response.ok) {
     error = (parsed && parsed.error) || { code: "http_" + response.status, message: bodyText || response.statusText };
+    // process-compose answers errors as {"error": "text"}.
+    if (typeof error === "string") error = { code: "http_" + response.status, message: error };
   }
   return { status: response.status, body: parsed, error };
 }
@@ -189,6 +201,19 @@ function clearError() {
 
 // --------------------------------------------------------- process panel
 
+// Namespaces of process-compose.yaml in the order a developer reads them:
+// what everything depends on first, then the PSP stand-in, our services,
+// and the dev loop's watcher; any other namespace after these, by name.
+const NAMESPACE_ORDER = ["infra", "sandbox", "services", "dev"];
+
+function namespaceRank(namespace) {
+  const i = NAMESPACE_ORDER.indexOf(namespace);
+  return i === -1 ? NAMESPACE_ORDER.length : i;
+}
+
+// The last answer of GET /processes (names feed the log views too).
+state.processes = [];
+
 async function refreshProcesses() {
   const status = $("#pc-status");
   const table = $("#process-table");
@@ -207,6 +232,7 @@ async function refreshProcesses() {
     }
   }
   if (!Array.isArray(data)) {
+    state.processes = [];
     table.hidden = true;
     status.className = "status-line warn";
     status.dataset.state = "unreachable";
@@ -215,53 +241,101 @@ async function refreshProcesses() {
         ? "The gateway shows process-compose only to requests from this machine (and from this page)."
         : "process-compose is not reachable: the platform is not running under process-compose here " +
           "(for example in CI), or its API is not on the port the gateway expects " +
-          "(PC_API_UPSTREAM, default 127.0.0.1:8080). Tokens, payments and the table below still work.";
+          "(PC_API_UPSTREAM, default 127.0.0.1:8080). Tokens, payments, the queue and the table below still work.";
+    renderLogSources();
     return;
   }
+  state.processes = data;
   status.className = "status-line";
   status.dataset.state = "ok";
   const ready = data.filter((p) => p.is_ready === "Ready").length;
-  status.textContent = `${data.length} processes, ${ready} ready.`;
-  const rows = data
-    .slice()
-    .sort((a, b) => (a.namespace + a.name).localeCompare(b.namespace + b.name))
-    .map((p) => {
-      const tr = document.createElement("tr");
-      tr.dataset.process = p.name;
-      const readyCell = text("td", p.is_ready === "-" ? "—" : p.is_ready);
-      readyCell.className = p.is_ready === "Ready" ? "ok" : p.is_ready === "Not Ready" ? "bad" : "";
-      const statusCell = text("td", p.status, p.status === "Running" ? "ok" : p.status === "Error" ? "bad" : "");
-      const button = text("button", "Restart");
-      button.type = "button";
-      button.addEventListener("click", () => restartProcess(p.name, button));
-      const action = document.createElement("td");
-      action.append(button);
-      tr.append(
-        text("td", p.name),
-        text("td", p.namespace),
-        statusCell,
-        readyCell,
-        text("td", p.restarts),
-        text("td", p.pid || "—"),
-        text("td", p.status === "Running" ? age(p.age) : "—"),
-        action,
-      );
-      return tr;
-    });
-  table.tBodies[0].replaceChildren(...rows);
+  status.textContent = `${data.length} processes, ${ready} ready. Click a name for its log.`;
+
+  const groups = new Map();
+  for (const p of data) {
+    const namespace = p.namespace || "default";
+    if (!groups.has(namespace)) groups.set(namespace, []);
+    groups.get(namespace).push(p);
+  }
+  const namespaces = [...groups.keys()].sort(
+    (a, b) => namespaceRank(a) - namespaceRank(b) || a.localeCompare(b),
+  );
+  const bodies = namespaces.map((namespace) => {
+    const body = document.createElement("tbody");
+    body.dataset.namespace = namespace;
+    const heading = document.createElement("tr");
+    heading.className = "group";
+    const cell = text("th", namespace);
+    cell.colSpan = 7;
+    heading.append(cell);
+    body.append(heading);
+    const processes = groups.get(namespace).sort((a, b) => a.name.localeCompare(b.name));
+    body.append(...processes.map(processRow));
+    return body;
+  });
+  for (const old of [...table.tBodies]) old.remove();
+  table.append(...bodies);
   table.hidden = false;
+  renderLogSources();
 }
 
-async function restartProcess(name, button) {
-  button.disabled = true;
-  button.textContent = "Restarting…";
-  const result = await call("POST", `/_pc/process/restart/${encodeURIComponent(name)}`, {
-    headers: PC_HEADERS,
-    show: true,
+function processRow(p) {
+  const tr = document.createElement("tr");
+  tr.dataset.process = p.name;
+  tr.dataset.status = p.status;
+  tr.dataset.ready = p.is_ready;
+  tr.dataset.pid = String(p.pid || 0);
+  tr.dataset.restarts = String(p.restarts);
+  const running = p.status === "Running";
+
+  const name = text("button", p.name, "link");
+  name.type = "button";
+  name.dataset.role = "open-log";
+  name.title = `the log of ${p.name}, following`;
+  name.addEventListener("click", () => openLog(p.name));
+  const nameCell = document.createElement("td");
+  nameCell.append(name);
+  if (logView.mode === "process" && logView.process === p.name) tr.classList.add("selected");
+
+  const statusCell = text("td", p.status, running ? "ok" : p.status === "Error" ? "bad" : "");
+  const readyCell = text("td", p.is_ready === "-" ? "—" : p.is_ready);
+  readyCell.className = p.is_ready === "Ready" ? "ok" : p.is_ready === "Not Ready" ? "bad" : "";
+
+  const action = document.createElement("td");
+  action.className = "actions";
+  const restart = processButton("Restart", "POST", `/_pc/process/restart/${encodeURIComponent(p.name)}`);
+  const stop = processButton("Stop", "PATCH", `/_pc/process/stop/${encodeURIComponent(p.name)}`);
+  const startButton = processButton("Start", "POST", `/_pc/process/start/${encodeURIComponent(p.name)}`);
+  // Start only what is not running; Stop only what is.
+  stop.disabled = !running;
+  startButton.disabled = running || p.status === "Launching" || p.status === "Restarting";
+  action.append(restart, stop, startButton);
+
+  tr.append(
+    nameCell,
+    statusCell,
+    readyCell,
+    text("td", p.restarts, "num"),
+    text("td", p.pid || "—", "num"),
+    text("td", running ? age(p.age) : "—", "num"),
+    action,
+  );
+  return tr;
+}
+
+function processButton(label, method, path) {
+  const button = text("button", label);
+  button.type = "button";
+  button.dataset.action = label.toLowerCase();
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    button.textContent = `${label}…`;
+    const result = await call(method, path, { headers: PC_HEADERS, show: true });
+    if (result.error) showError(result.status, result.error);
+    else clearError();
+    await refreshProcesses();
   });
-  if (result.error) showError(result.status, result.error);
-  else clearError();
-  await refreshProcesses();
+  return button;
 }
 
 // ------------------------------------------------------------------ token
@@ -468,6 +542,8 @@ function start() {
     state.cursor = null;
     refreshTransactions();
   });
+  startLogs();
+  startQueue();
   setInterval(renderToken, 1000);
   refreshProcesses();
   setInterval(refreshProcesses, PROCESS_POLL_MS);

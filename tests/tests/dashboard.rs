@@ -3,10 +3,11 @@
 //! - the dashboard at `/_dashboard/`, driven in headless Chromium by
 //!   Playwright (`dashboard/tests/dashboard.mjs`) against the booted stack:
 //!   Get token, Create payment, the transaction reaching `succeeded` in the
-//!   table, 4xx errors shown plainly, the process panel saying plainly when
-//!   process-compose is not reachable, and the panel listing the stack's
-//!   processes and restarting one through the gateway's proxy to the real
-//!   process-compose;
+//!   table, 4xx errors shown plainly, the process and log panels saying
+//!   plainly when process-compose is not reachable; against the real
+//!   process-compose, the processes grouped by namespace, restarted,
+//!   stopped and started through the gateway's proxy, a process' live log
+//!   and a request traced across services;
 //! - `scripts/dev-reload`'s change detection, with real cargo builds of a
 //!   scratch workspace: it reports exactly the binaries that changed; and
 //!   its rolling restart under a real process-compose supervising the
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use e2e::client;
 use e2e::stack::{Stack, StackOptions};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -42,11 +44,22 @@ fn browser_test_prerequisites() -> (PathBuf, PathBuf) {
 }
 
 async fn run_browser(node: &Path, script: &Path, gateway: &str, scenario: &str) -> Output {
+    run_browser_with(node, script, gateway, scenario, &[]).await
+}
+
+async fn run_browser_with(
+    node: &Path,
+    script: &Path,
+    gateway: &str,
+    scenario: &str,
+    env: &[(&str, &str)],
+) -> Output {
     let mut command = tokio::process::Command::new(node);
     command
         .arg(script)
         .arg(gateway)
         .arg(scenario)
+        .envs(env.iter().copied())
         .current_dir(script.parent().unwrap())
         .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(120), command.output())
@@ -107,19 +120,231 @@ async fn dashboard_prompts_for_a_new_token_when_it_expired() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dashboard_lists_processes_and_restarts_one_through_the_gateway() {
+async fn dashboard_groups_processes_and_restarts_stops_and_starts_them() {
     let (node, script) = browser_test_prerequisites();
     let stack = Stack::boot().await;
-    let before = stack.state("core-api-1");
+    let before = ["core-api-1", "psp-connector-1"].map(|name| stack.state(name));
     let output = run_browser(&node, &script, &stack.gateway(), "processes").await;
     assert!(output.status.success(), "browser scenario failed");
-    // process-compose itself restarted it: a new pid, up again.
-    let after = stack.state("core-api-1");
-    assert_ne!(after.pid, before.pid, "core-api-1 was not restarted");
-    assert!(after.is_up(), "{after:?}");
-    for other in stack.process_names().iter().filter(|n| *n != "core-api-1") {
-        assert_eq!(stack.state(other).restarts, 0, "{other} restarted too");
+    // process-compose itself restarted core-api-1, and stopped and started
+    // psp-connector-1: new pids, up again.
+    for before in before {
+        let after = stack.state(&before.name);
+        assert_ne!(after.pid, before.pid, "{} was not restarted", before.name);
+        assert!(after.is_up(), "{after:?}");
     }
+    assert!(
+        stack
+            .supervisor_log()
+            .lines()
+            .any(|l| l.contains("psp-connector-1") && l.to_lowercase().contains("stop")),
+        "process-compose logged no stop of psp-connector-1:\n{}",
+        stack.supervisor_log()
+    );
+    for other in stack
+        .process_names()
+        .iter()
+        .filter(|n| !["core-api-1", "psp-connector-1"].contains(&n.as_str()))
+    {
+        let state = stack.state(other);
+        assert_eq!(state.restarts, 0, "{other} restarted too");
+        assert!(state.is_up(), "{state:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_follows_a_process_log_and_traces_a_request_across_services() {
+    let (node, script) = browser_test_prerequisites();
+    let stack = Stack::boot().await;
+    let output = run_browser(&node, &script, &stack.gateway(), "logs").await;
+    assert!(output.status.success(), "browser scenario failed");
+    // What the page showed came from the processes' own output.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let traced = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("[dashboard] trace of "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the scenario names the request it traced");
+    for process in ["gateway", "psp-sandbox"] {
+        assert!(
+            stack.log(process).contains(traced),
+            "{traced} not in {process}'s log:\n{}",
+            stack.log(process)
+        );
+    }
+}
+
+/// Waits until `f` holds, up to `timeout`.
+async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn xlen(redis: &mut redis::Connection, stream: &str) -> u64 {
+    redis::cmd("XLEN").arg(stream).query(redis).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
+    use platform::queue::{DEAD_LETTER_STREAM, PAYLOAD_FIELD, STREAM};
+    let (node, script) = browser_test_prerequisites();
+    // Two quick attempts, so a payment the PSP keeps failing is failed and
+    // dead-lettered within a second.
+    let stack = Stack::boot_with(
+        StackOptions::default()
+            .env("psp-connector", "PSP_MAX_ATTEMPTS", "2")
+            .env("psp-connector", "CONNECTOR_RETRY_BASE_MS", "20"),
+    )
+    .await;
+    let gateway = stack.gateway();
+    let http = client::http_client();
+    let token = client::login(&http, &gateway, "alice").await;
+    let mut redis = client::redis(&stack);
+
+    // A poison message: the connector dead-letters it (undecodable).
+    let _: String = redis::cmd("XADD")
+        .arg(STREAM)
+        .arg("*")
+        .arg(PAYLOAD_FIELD)
+        .arg("{this is not a charge message")
+        .query(&mut redis)
+        .unwrap();
+    // A payment the PSP answers 503 every time: failed, dead-lettered.
+    let failed = client::create_accepted(
+        &http,
+        &gateway,
+        &token,
+        &client::payment("4000000000000119", "cus_queue", "queue-failed"),
+    )
+    .await;
+    let outcome = client::wait_all_final(
+        &http,
+        &gateway,
+        "alice",
+        std::slice::from_ref(&failed),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(outcome[0]["status"], "failed", "{}", outcome[0]);
+    eventually("two dead letters", Duration::from_secs(10), || {
+        xlen(&mut redis, DEAD_LETTER_STREAM) == 2
+    })
+    .await;
+
+    // A dead letter that kept its message, for a payment still pending: what
+    // a connector that keeps (sealed) messages would write; ours never does.
+    // With the connectors stopped, the payment's message is taken off the
+    // queue by hand and written to the dead-letter stream with its payload.
+    for name in ["psp-connector-0", "psp-connector-1"] {
+        stack.api().stop(name);
+    }
+    eventually("connectors stopped", Duration::from_secs(30), || {
+        ["psp-connector-0", "psp-connector-1"]
+            .iter()
+            .all(|n| stack.state(n).status != "Running")
+    })
+    .await;
+    let kept = client::create_accepted(
+        &http,
+        &gateway,
+        &token,
+        &client::payment("4242424242424242", "cus_queue", "queue-kept"),
+    )
+    .await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg("-")
+        .arg("+")
+        .query(&mut redis)
+        .unwrap();
+    let (entry_id, fields) = entries
+        .into_iter()
+        .find(|(_, fields)| fields.iter().any(|(_, v)| v.contains(&kept)))
+        .expect("the pending payment's message on the queue");
+    let payload = &fields.iter().find(|(k, _)| k == PAYLOAD_FIELD).unwrap().1;
+    let _: String = redis::cmd("XADD")
+        .arg(DEAD_LETTER_STREAM)
+        .arg("*")
+        .arg(&[
+            ("reason", "set_aside"),
+            ("error", "set aside by the test, message kept"),
+            ("entry_id", entry_id.as_str()),
+            ("dead_at", "2026-01-01T00:00:00.000Z"),
+            ("transaction_id", kept.as_str()),
+            (PAYLOAD_FIELD, payload.as_str()),
+        ])
+        .query(&mut redis)
+        .unwrap();
+    let _: u64 = redis::cmd("XDEL")
+        .arg(STREAM)
+        .arg(&entry_id)
+        .query(&mut redis)
+        .unwrap();
+    for name in ["psp-connector-0", "psp-connector-1"] {
+        stack.api().start(name);
+    }
+    eventually("connectors up again", Duration::from_secs(30), || {
+        ["psp-connector-0", "psp-connector-1"]
+            .iter()
+            .all(|n| stack.state(n).is_up())
+    })
+    .await;
+    // A retry waiting for its time (an hour from now; nothing to send).
+    let retry = "tx_01a2000000007000800000000000000f";
+    let due = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 3_600_000;
+    let _: () = redis::cmd("ZADD")
+        .arg(core_api::admin::RETRY_SET)
+        .arg(due)
+        .arg(retry)
+        .query(&mut redis)
+        .unwrap();
+
+    let screenshot = std::env::var("DASHBOARD_SCREENSHOT").ok();
+    let mut env = vec![
+        ("DASHBOARD_FAILED_TX", failed.as_str()),
+        ("DASHBOARD_KEPT_TX", kept.as_str()),
+        ("DASHBOARD_RETRY_TX", retry),
+    ];
+    if let Some(path) = &screenshot {
+        env.push(("DASHBOARD_SCREENSHOT", path));
+    }
+    let output = run_browser_with(&node, &script, &gateway, "queue", &env).await;
+    let _: () = redis::cmd("ZREM")
+        .arg(core_api::admin::RETRY_SET)
+        .arg(retry)
+        .query(&mut redis)
+        .unwrap();
+    assert!(output.status.success(), "browser scenario failed");
+
+    // The requeued payment was charged, once; the failed one stays failed,
+    // and the two letters that could not be requeued are still there.
+    let outcome = client::wait_all_final(
+        &http,
+        &gateway,
+        "alice",
+        &[kept.clone(), failed.clone()],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(outcome[0]["status"], "succeeded", "{}", outcome[0]);
+    assert_eq!(outcome[1]["status"], "failed", "{}", outcome[1]);
+    assert_eq!(xlen(&mut redis, DEAD_LETTER_STREAM), 2);
+    let stats = client::sandbox_stats(&http, &stack).await;
+    assert_eq!(stats["max_charges_per_key"], 1, "{stats}");
+    client::assert_no_secrets_in_logs(&stack, &[&token]);
+}
+
+/// The admin view reads the retry schedule under the connector's key.
+#[test]
+fn the_queue_view_reads_the_connectors_retry_key() {
+    assert_eq!(core_api::admin::RETRY_SET, psp_connector::stream::RETRY_SET);
 }
 
 // ---------------------------------------------------------------- reload

@@ -21,6 +21,29 @@ async fn raw(stack: &Stack, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// The body of a raw HTTP/1.1 answer, de-chunked if it was sent chunked.
+fn body_of(answer: &str) -> String {
+    let (head, mut body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_owned();
+    }
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 fn chunked_post(
     stack: &Stack,
     path: &str,
@@ -124,6 +147,54 @@ async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() 
     let same_origin = format!("{host}{dashboard}Origin: http://127.0.0.1:{port}\r\n");
     let answer = raw(&stack, &get("/_pc/processes", &same_origin)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let call = |method: &str, path: &str, headers: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    // The queue panel's calls reach core-api: the view, and a requeue of a
+    // dead letter that does not exist.
+    let answer = raw(&stack, &get("/_admin/queue", &same_origin)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let view: Value =
+        serde_json::from_str(&body_of(&answer)).unwrap_or_else(|_| panic!("{answer}"));
+    assert_eq!(view["stream"]["name"], "transactions", "{answer}");
+    let answer = raw(
+        &stack,
+        &call("POST", "/_admin/dead/1-0/requeue", &same_origin),
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 404") && answer.contains("\"dead_letter_not_found\""),
+        "{answer}"
+    );
+    // A process' log lines (the last 10), as process-compose keeps them.
+    let answer = raw(&stack, &get("/_pc/process/logs/redis/0/10", &same_origin)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let logs: Value =
+        serde_json::from_str(&body_of(&answer)).unwrap_or_else(|_| panic!("{answer}"));
+    let lines = logs["logs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(!lines.is_empty() && lines.len() <= 10, "{answer}");
+    assert!(
+        answer.contains("Ready to accept connections"),
+        "redis' log: {answer}"
+    );
+    // Stop and Start reach process-compose (which answers for a process it
+    // does not have), with their own methods only.
+    for (method, path) in [
+        ("PATCH", "/_pc/process/stop/no-such-process"),
+        ("POST", "/_pc/process/start/no-such-process"),
+    ] {
+        let answer = raw(&stack, &call(method, path, &same_origin)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400") && answer.contains("no-such-process"),
+            "{method} {path} did not reach process-compose: {answer}"
+        );
+        assert!(!answer.contains("\"forbidden\""), "{answer}");
+    }
 
     let refused: Vec<(&str, Vec<u8>)> = vec![
         ("without the dashboard header", get("/_pc/processes", &host)),
@@ -145,7 +216,26 @@ async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() 
         ("another letter case", get("/_PC/processes", &format!("{host}{dashboard}"))),
         ("a doubled slash", get("/_pc//processes", &format!("{host}{dashboard}"))),
         ("an extra segment", get("/_pc/processes/x", &format!("{host}{dashboard}"))),
-        ("another API", get("/_pc/process/logs/redis/0/10", &format!("{host}{dashboard}"))),
+        ("another API", get("/_pc/process/info/redis", &format!("{host}{dashboard}"))),
+        (
+            "the logs websocket",
+            get("/_pc/process/logs/ws?name=redis&offset=0&follow=true", &format!("{host}{dashboard}")),
+        ),
+        ("logs by POST", call("POST", "/_pc/process/logs/redis/0/10", &format!("{host}{dashboard}"))),
+        ("logs with a word for an offset", get("/_pc/process/logs/redis/x/10", &format!("{host}{dashboard}"))),
+        ("logs with an extra segment", get("/_pc/process/logs/redis/0/10/x", &format!("{host}{dashboard}"))),
+        ("logs without the dashboard header", get("/_pc/process/logs/redis/0/10", &host)),
+        (
+            "logs for a DNS-rebinding Host",
+            get("/_pc/process/logs/redis/0/10", &format!("Host: attacker.example:{port}\r\n{dashboard}")),
+        ),
+        (
+            "logs for a foreign Origin",
+            get(
+                "/_pc/process/logs/redis/0/10",
+                &format!("{host}{dashboard}Origin: http://attacker.example\r\n"),
+            ),
+        ),
         (
             "a restart by GET",
             get("/_pc/process/restart/redis", &format!("{host}{dashboard}")),
@@ -159,6 +249,60 @@ async fn the_process_control_proxy_answers_only_the_dashboard_on_this_machine() 
             "a restart with an encoded slash",
             format!("POST /_pc/process/restart/a%2F..%2Fproject HTTP/1.1\r\n{host}{dashboard}Content-Length: 0\r\nConnection: close\r\n\r\n")
                 .into_bytes(),
+        ),
+        ("a stop by POST", call("POST", "/_pc/process/stop/redis", &format!("{host}{dashboard}"))),
+        ("a stop by GET", get("/_pc/process/stop/redis", &format!("{host}{dashboard}"))),
+        ("a start by PATCH", call("PATCH", "/_pc/process/start/redis", &format!("{host}{dashboard}"))),
+        ("a stop without the dashboard header", call("PATCH", "/_pc/process/stop/redis", &host)),
+        (
+            "a stop to a DNS-rebinding Host",
+            call("PATCH", "/_pc/process/stop/redis", &format!("Host: attacker.example:{port}\r\n{dashboard}")),
+        ),
+        (
+            "a stop from a foreign Origin",
+            call("PATCH", "/_pc/process/stop/redis", &format!("{host}{dashboard}Origin: http://attacker.example\r\n")),
+        ),
+        (
+            "a start from a foreign Origin",
+            call("POST", "/_pc/process/start/redis", &format!("{host}{dashboard}Origin: http://attacker.example\r\n")),
+        ),
+        ("stop every process", call("PATCH", "/_pc/processes/stop", &format!("{host}{dashboard}"))),
+        ("a stop of a path", call("PATCH", "/_pc/process/stop/redis/x", &format!("{host}{dashboard}"))),
+        ("the queue without the dashboard header", get("/_admin/queue", &host)),
+        (
+            "the queue for a DNS-rebinding Host",
+            get("/_admin/queue", &format!("Host: attacker.example:{port}\r\n{dashboard}")),
+        ),
+        (
+            "the queue for a loopback name on another port",
+            get("/_admin/queue", &format!("Host: localhost:1\r\n{dashboard}")),
+        ),
+        (
+            "the queue from a foreign Origin",
+            get("/_admin/queue", &format!("{host}{dashboard}Origin: http://attacker.example\r\n")),
+        ),
+        ("the queue in another letter case", get("/_ADMIN/queue", &format!("{host}{dashboard}"))),
+        ("the queue with an extra segment", get("/_admin/queue/x", &format!("{host}{dashboard}"))),
+        ("the queue by POST", call("POST", "/_admin/queue", &format!("{host}{dashboard}"))),
+        ("another admin path", get("/_admin/dead", &format!("{host}{dashboard}"))),
+        ("a requeue by GET", get("/_admin/dead/1-0/requeue", &format!("{host}{dashboard}"))),
+        ("a requeue of a word", call("POST", "/_admin/dead/abc/requeue", &format!("{host}{dashboard}"))),
+        (
+            "a requeue with an encoded slash",
+            call("POST", "/_admin/dead/1-0%2F..%2Fx/requeue", &format!("{host}{dashboard}")),
+        ),
+        ("a requeue without the dashboard header", call("POST", "/_admin/dead/1-0/requeue", &host)),
+        (
+            "a requeue from a foreign Origin",
+            call(
+                "POST",
+                "/_admin/dead/1-0/requeue",
+                &format!("{host}{dashboard}Origin: http://attacker.example\r\n"),
+            ),
+        ),
+        (
+            "a requeue for a DNS-rebinding Host",
+            call("POST", "/_admin/dead/1-0/requeue", &format!("Host: attacker.example:{port}\r\n{dashboard}")),
         ),
         (
             "a restart from a foreign Origin",

@@ -235,6 +235,21 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
             .await
             .unwrap();
     }
+    // A card number sent as the request id, which every service logs: the
+    // gateway replaces it, and masks it in its own access log line.
+    let response = http
+        .get(format!("{gateway}/transactions?limit=1"))
+        .header("x-request-id", TEST_CARDS[2])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let replaced = response.headers()["x-request-id"].to_str().unwrap();
+    assert!(
+        uuid::Uuid::parse_str(replaced).is_ok(),
+        "request id passed on: {replaced}"
+    );
     // Log lines are written by background writers: wait for them.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

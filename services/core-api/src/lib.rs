@@ -5,7 +5,9 @@
 //! - [`transactions`]: the `/transactions` routes and their Redis access.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts.
 //! - [`openapi`]: `GET /openapi.json`.
+//! - [`admin`]: the queue and dead-letter views of the dev dashboard.
 
+pub mod admin;
 mod configuration;
 pub mod domain;
 pub mod idempotency;
@@ -42,6 +44,7 @@ impl FromRef<AppState> for TokenVerifier {
 /// The service's routes (without the shared health/404 layers).
 pub fn routes(state: AppState) -> axum::Router {
     transactions::routes()
+        .merge(admin::routes())
         .route("/openapi.json", get(openapi::openapi_json))
         .with_state(state)
 }

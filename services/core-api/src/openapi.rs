@@ -10,6 +10,10 @@ use platform::transaction::Status;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+use crate::admin::{
+    __path_queue, __path_requeue, ConsumerView, DeadLetterView, DeadView, GroupView, PendingView,
+    QueueView, Requeued, RetriesView, RetryView, StreamView,
+};
 use crate::transactions::model::{PaymentMethod, Transaction};
 use crate::transactions::request::{CreateTransactionRequest, PaymentMethodRequest};
 use crate::transactions::{
@@ -23,13 +27,22 @@ use crate::transactions::{
         description = "Accepts, records and queues card transactions; lists and filters them. \
                        Every error is `ErrorBody` with a stable `code`."
     ),
-    paths(create_transaction, get_transaction, list_transactions, healthz, readyz, openapi_json),
+    paths(
+        create_transaction, get_transaction, list_transactions, healthz, readyz, openapi_json,
+        queue, requeue
+    ),
     components(schemas(
         Transaction, PaymentMethod, TransactionList, CreateTransactionRequest,
-        PaymentMethodRequest, Status, ErrorBody, ErrorDetail, ErrorType
+        PaymentMethodRequest, Status, ErrorBody, ErrorDetail, ErrorType,
+        QueueView, StreamView, GroupView, ConsumerView, PendingView, RetriesView, RetryView,
+        DeadView, DeadLetterView, Requeued
     )),
     modifiers(&BearerAuth),
-    tags((name = "transactions"), (name = "operations"))
+    tags(
+        (name = "transactions"),
+        (name = "operations"),
+        (name = "admin", description = "The dev dashboard's queue views; the gateway forwards them only from this machine")
+    )
 )]
 pub struct ApiDoc;
 
