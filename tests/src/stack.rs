@@ -516,18 +516,20 @@ impl Stack {
             .collect()
     }
 
-    /// `process-compose down`: the command a developer types. Returns its
-    /// status and waits for the supervisor to exit.
-    pub fn down(&self) -> ExitStatus {
-        let status = Command::new(supervisor::process_compose())
+    /// `process-compose down`: the command a developer types. Returns the
+    /// exit status of the supervisor (`process-compose up`) once it has
+    /// stopped everything and exited. (The `down` client's own status is
+    /// not a verdict: process-compose answers it only once its handler
+    /// returns, after the shutdown, and may exit first.)
+    pub fn down(&self) -> Option<ExitStatus> {
+        let _ = Command::new(supervisor::process_compose())
             .arg("down")
             .env("PC_PORT_NUM", self.api.port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("process-compose down");
-        self.wait_supervisor(Duration::from_secs(60));
-        status
+        self.wait_supervisor(Duration::from_secs(60))
     }
 
     /// Waits for process-compose to exit (headless: its exit status).

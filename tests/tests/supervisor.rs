@@ -245,7 +245,10 @@ async fn process_compose_down_drains_every_service_to_exit_0_and_frees_every_por
     let names = stack.process_names().to_vec();
 
     let status = tokio::task::block_in_place(|| stack.down());
-    assert!(status.success(), "process-compose down: {status}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "process-compose up after down: {status:?}"
+    );
 
     let mut exits: BTreeMap<String, i64> = BTreeMap::new();
     for (event, process, code) in supervisor_events(&stack) {
