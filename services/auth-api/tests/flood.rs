@@ -2,45 +2,11 @@
 //! has a global bound (issue 21, point 6). A file of its own, so that no
 //! other test competes for the cores while it measures.
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use platform::testing::{ChildGuard, RedisServer, free_port, wait_for_port};
+mod support;
 
-const SECRET: &str = "load-test-secret-load-test-secret-0123";
-const DEV_USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/users.toml");
-
-struct Service {
-    _child: ChildGuard,
-    url: String,
-    _redis: RedisServer,
-}
-
-fn start(vars: &[(&str, &str)]) -> Service {
-    let redis = RedisServer::start();
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_auth-api"))
-        .env_clear()
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
-        .env("AUTH_USERS_FILE", DEV_USERS)
-        .env("JWT_SECRET", SECRET)
-        .env("REDIS_URL", redis.url())
-        .env("AUTH_API_ADDR", addr.to_string())
-        .envs(vars.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn auth-api");
-    wait_for_port(addr, Duration::from_secs(10));
-    Service {
-        _child: ChildGuard(child),
-        url: format!("http://{addr}/token"),
-        _redis: redis,
-    }
-}
+use support::start;
 
 /// One login; a 503 (hashing queue full) is retried after its Retry-After,
 /// as a client would.

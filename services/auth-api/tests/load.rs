@@ -1,46 +1,13 @@
 //! The real `auth-api` binary under bursts of logins: memory returns after
 //! the burst, and password hashing has a global bound (issue 21, point 6).
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use platform::testing::{ChildGuard, RedisServer, free_port, wait_for_port};
 
-const SECRET: &str = "load-test-secret-load-test-secret-0123";
-const DEV_USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/users.toml");
+mod support;
 
-struct Service {
-    child: ChildGuard,
-    url: String,
-    _redis: RedisServer,
-}
-
-fn start(vars: &[(&str, &str)]) -> Service {
-    let redis = RedisServer::start();
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_auth-api"))
-        .env_clear()
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
-        .env("AUTH_USERS_FILE", DEV_USERS)
-        .env("JWT_SECRET", SECRET)
-        .env("REDIS_URL", redis.url())
-        .env("AUTH_API_ADDR", addr.to_string())
-        .envs(vars.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn auth-api");
-    wait_for_port(addr, Duration::from_secs(10));
-    Service {
-        child: ChildGuard(child),
-        url: format!("http://{addr}/token"),
-        _redis: redis,
-    }
-}
+use support::start;
 
 fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

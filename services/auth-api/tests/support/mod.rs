@@ -1,0 +1,44 @@
+//! The real `auth-api` binary on a free port with its own Redis, for the
+//! burst tests (`load.rs`, `flood.rs`).
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use platform::testing::{ChildGuard, RedisServer, free_port, wait_for_port};
+
+pub const SECRET: &str = "load-test-secret-load-test-secret-0123";
+const DEV_USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/users.toml");
+
+pub struct Service {
+    /// Read by the memory test only.
+    #[allow(dead_code)]
+    pub child: ChildGuard,
+    pub url: String,
+    _redis: RedisServer,
+}
+
+pub fn start(vars: &[(&str, &str)]) -> Service {
+    let redis = RedisServer::start();
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let child = Command::new(env!("CARGO_BIN_EXE_auth-api"))
+        .env_clear()
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .env("AUTH_USERS_FILE", DEV_USERS)
+        .env("JWT_SECRET", SECRET)
+        .env("REDIS_URL", redis.url())
+        .env("AUTH_API_ADDR", addr.to_string())
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn auth-api");
+    wait_for_port(addr, Duration::from_secs(10));
+    Service {
+        child: ChildGuard(child),
+        url: format!("http://{addr}/token"),
+        _redis: redis,
+    }
+}
