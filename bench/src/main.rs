@@ -534,35 +534,36 @@ async fn run() -> anyhow::Result<()> {
     let mut big_runs = Vec::new();
     let mut small_runs = Vec::new();
     let list_seconds = (seconds / 2).max(1);
-    for round in 0..2 {
-        for (path, token, runs) in [
-            (&small_path, &bob, &mut small_runs),
-            (&big_path, &alice, &mut big_runs),
-        ] {
-            // A token with at least 10 s left for each run (they live 30 s).
-            let (url, query, token, script) = (
-                core_apis[0].clone(),
-                path.clone(),
-                token.get().await?,
-                script.clone(),
-            );
-            let figures = tokio::task::spawn_blocking(move || {
+    // GET load on one core-api, a few connections: latency, not throughput.
+    let list_load = |path: String, token: String, run_id: &'static str| {
+        let (url, script) = (core_apis[0].clone(), script.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
                 wrk::run(
                     &script,
                     &wrk::Load {
                         url: &url,
                         method: "GET",
-                        path: &query,
+                        path: &path,
                         token: Some(&token),
                         body: None,
-                        run_id: "list",
+                        run_id,
                         threads: 1,
                         connections: 4,
                         seconds: list_seconds,
                     },
                 )
             })
-            .await??;
+            .await?
+        }
+    };
+    for round in 0..2 {
+        for (path, token, runs) in [
+            (&small_path, &bob, &mut small_runs),
+            (&big_path, &alice, &mut big_runs),
+        ] {
+            // A token with at least 10 s left for each run (they live 30 s).
+            let figures = list_load(path.clone(), token.get().await?, "list").await?;
             log(format!(
                 "  round {round} {path}: p50 {:.2} ms, p99 {:.2} ms, {:.0}/s",
                 figures.p50_ms(),
@@ -613,29 +614,8 @@ async fn run() -> anyhow::Result<()> {
             anyhow::Ok(done)
         }));
     }
-    let (url, query, token, script_path) = (
-        core_apis[0].clone(),
-        small_path.clone(),
-        bob.get().await?,
-        script.clone(),
-    );
-    let small_beside_filtered = tokio::task::spawn_blocking(move || {
-        wrk::run(
-            &script_path,
-            &wrk::Load {
-                url: &url,
-                method: "GET",
-                path: &query,
-                token: Some(&token),
-                body: None,
-                run_id: "list-beside-filtered",
-                threads: 1,
-                connections: 4,
-                seconds: list_seconds,
-            },
-        )
-    })
-    .await??;
+    let small_beside_filtered =
+        list_load(small_path.clone(), bob.get().await?, "list-beside-filtered").await?;
     stop_filtered.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut filtered_requests = 0;
     for task in filtering {
