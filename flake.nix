@@ -50,6 +50,7 @@
             ./scripts
             ./process-compose.yaml
             ./process-compose.override.yaml
+            ./tools.versions
             ./dashboard
             ./README.md
           ];
