@@ -202,7 +202,7 @@ impl Stack {
             ),
         ];
         environment.extend(ports.iter().map(|(k, v)| (k.clone(), v.to_string())));
-        for passed in ["CARGO_TARGET_DIR", "TERM"] {
+        for passed in ["CARGO_TARGET_DIR"] {
             if let Ok(value) = std::env::var(passed) {
                 environment.push((passed.into(), value));
             }
@@ -216,8 +216,9 @@ impl Stack {
         }
         let (supervisor, tmux_session) = if options.tui {
             let session = format!("stack-{}", api.port);
+            // The terminal tmux gives its panes (CI has no TERM of its own).
             let mut command = format!(
-                "cd {} && exec env -i",
+                "cd {} && exec env -i TERM=screen",
                 shell_quote(&root.display().to_string())
             );
             for (k, v) in &environment {
