@@ -6,30 +6,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::start;
-
-/// One login; a 503 (hashing queue full) is retried after its Retry-After,
-/// as a client would.
-async fn login(client: &reqwest::Client, url: &str, user: &str, password: &str) -> u16 {
-    loop {
-        let response = client
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("username={user}&password={password}"))
-            .send()
-            .await
-            .expect("login request");
-        if response.status() != 503 {
-            return response.status().as_u16();
-        }
-        let retry_after: u64 = response.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100 * retry_after)).await;
-    }
-}
+use support::{login, start};
 
 /// 100 junk logins at once (unknown names, as a flood would send): beyond
 /// one hash per core and a short queue they are refused at once with 503

@@ -7,7 +7,7 @@ use futures::StreamExt;
 
 mod support;
 
-use support::start;
+use support::{login, start};
 
 fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -16,29 +16,6 @@ fn resident_kib(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
-}
-
-/// One login; a 503 (hashing queue full) is retried after its Retry-After,
-/// as a client would.
-async fn login(client: &reqwest::Client, url: &str, user: &str, password: &str) -> u16 {
-    loop {
-        let response = client
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("username={user}&password={password}"))
-            .send()
-            .await
-            .expect("login request");
-        if response.status() != 503 {
-            return response.status().as_u16();
-        }
-        let retry_after: u64 = response.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100 * retry_after)).await;
-    }
 }
 
 /// 1,000 logins, 60 at a time (each for another username, as a

@@ -42,3 +42,26 @@ pub fn start(vars: &[(&str, &str)]) -> Service {
         _redis: redis,
     }
 }
+
+/// One login; a 503 (hashing queue full) is retried after its Retry-After,
+/// as a client would.
+pub async fn login(client: &reqwest::Client, url: &str, user: &str, password: &str) -> u16 {
+    loop {
+        let response = client
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("username={user}&password={password}"))
+            .send()
+            .await
+            .expect("login request");
+        if response.status() != 503 {
+            return response.status().as_u16();
+        }
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100 * retry_after)).await;
+    }
+}
