@@ -650,15 +650,7 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// VmRSS of `pid` plus its children.
 fn tree_rss_kib(pid: u32) -> u64 {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0);
+    let own = platform::testing::resident_kib(pid).unwrap_or(0);
     let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()

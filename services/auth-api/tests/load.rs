@@ -10,12 +10,7 @@ mod support;
 use support::{login, start};
 
 fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    platform::testing::resident_kib(pid).expect("VmRSS of a running process")
 }
 
 /// 1,000 logins, 60 at a time (each for another username, as a

@@ -42,6 +42,16 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
     }
 }
 
+/// Resident memory of process `pid` in KiB (`VmRSS` in /proc), or None
+/// once it has exited.
+pub fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Full path of `program` on `PATH`, or a failure naming how to install it.
 pub fn require_program(program: &str, how_to_get_it: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -345,12 +345,7 @@ async fn answers_expire_after_the_idempotency_ttl() {
 }
 
 fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    platform::testing::resident_kib(pid).expect("VmRSS of a running process")
 }
 
 /// The real binary's memory after 20,000 charges with the default bound:
