@@ -18,6 +18,10 @@ pub struct Config {
     /// development.
     #[serde(default)]
     pub card_encryption_key: CardKey,
+    /// Whether webhook endpoints may have any host; by default only
+    /// loopback ones, so a development stack never posts off the machine.
+    #[serde(default, deserialize_with = "platform::config::parsed")]
+    pub webhook_public_urls: bool,
 }
 
 fn default_addr() -> ListenAddr {
@@ -30,6 +34,7 @@ impl FromEnv for Config {
         "REDIS_URL",
         "JWT_SECRET",
         "CARD_ENCRYPTION_KEY",
+        "WEBHOOK_PUBLIC_URLS",
     ];
 
     /// The development JWT secret and card key only in development.

@@ -5,14 +5,18 @@
 //! - [`transactions`]: the `/transactions` routes and their Redis access.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts.
 //! - [`openapi`]: `GET /openapi.json`.
+//! - [`events`]: `/events`, the transaction status changes.
+//! - [`webhooks`]: `/webhook_endpoints`, where events are delivered.
 //! - [`admin`]: the queue and dead-letter views of the dev dashboard.
 
 pub mod admin;
 mod configuration;
 pub mod domain;
+pub mod events;
 pub mod idempotency;
 pub mod openapi;
 pub mod transactions;
+pub mod webhooks;
 
 pub use configuration::Config;
 
@@ -33,6 +37,8 @@ pub struct AppState {
     pub fingerprinter: idempotency::Fingerprinter,
     /// Seals the card in each queue message.
     pub card_key: platform::crypto::CardKey,
+    /// Whether webhook endpoints may be outside loopback.
+    pub webhook_public_urls: bool,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -44,6 +50,8 @@ impl FromRef<AppState> for TokenVerifier {
 /// The service's routes (without the shared health/404 layers).
 pub fn routes(state: AppState) -> axum::Router {
     transactions::routes()
+        .merge(events::routes())
+        .merge(webhooks::routes())
         .merge(admin::routes())
         .route("/openapi.json", get(openapi::openapi_json))
         .with_state(state)
@@ -62,6 +70,7 @@ pub async fn build(
         verifier: TokenVerifier::new(&config.jwt_secret),
         fingerprinter: idempotency::Fingerprinter::new(config.jwt_secret.as_bytes()),
         card_key: config.card_encryption_key.clone(),
+        webhook_public_urls: config.webhook_public_urls,
     };
     let server = Server::bind(
         "core-api",

@@ -14,10 +14,19 @@ use crate::admin::{
     __path_queue, __path_requeue, ConsumerView, DeadLetterView, DeadView, GroupView, PendingView,
     QueueView, Requeued, RetriesView, RetryView, StreamView,
 };
+use crate::events::{
+    __path_get_event, __path_list_events, __path_redeliver_event, Event, EventData, EventList,
+    Redelivery,
+};
 use crate::transactions::model::{PaymentMethod, Transaction};
 use crate::transactions::request::{CreateTransactionRequest, PaymentMethodRequest};
 use crate::transactions::{
     __path_create_transaction, __path_get_transaction, __path_list_transactions, TransactionList,
+};
+use crate::webhooks::{
+    __path_create_endpoint, __path_delete_endpoint, __path_get_endpoint, __path_list_attempts,
+    __path_list_endpoints, __path_rotate_secret, CreateEndpointRequest, DeletedEndpoint,
+    DeliveryAttempt, DeliveryAttemptList, WebhookEndpoint, WebhookEndpointList,
 };
 
 #[derive(OpenApi)]
@@ -28,18 +37,23 @@ use crate::transactions::{
                        Every error is `ErrorBody` with a stable `code`."
     ),
     paths(
-        create_transaction, get_transaction, list_transactions, healthz, readyz, openapi_json,
-        queue, requeue
+        create_transaction, get_transaction, list_transactions, list_events, get_event,
+        redeliver_event, create_endpoint, list_endpoints, get_endpoint, delete_endpoint,
+        rotate_secret, list_attempts, healthz, readyz, openapi_json, queue, requeue
     ),
     components(schemas(
         Transaction, PaymentMethod, TransactionList, CreateTransactionRequest,
         PaymentMethodRequest, Status, ErrorBody, ErrorDetail, ErrorType,
         QueueView, StreamView, GroupView, ConsumerView, PendingView, RetriesView, RetryView,
-        DeadView, DeadLetterView, Requeued
+        DeadView, DeadLetterView, Requeued, Event, EventData, EventList, Redelivery,
+        platform::event::EventType, CreateEndpointRequest, WebhookEndpoint, WebhookEndpointList,
+        DeletedEndpoint, DeliveryAttempt, DeliveryAttemptList
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "transactions"),
+        (name = "events", description = "One event per transaction status change; each is delivered to the subscribed webhook endpoints"),
+        (name = "webhooks", description = "Webhook endpoints, signed per Standard Webhooks, and their delivery log"),
         (name = "operations"),
         (name = "admin", description = "The dev dashboard's queue views; the gateway forwards them only from this machine")
     )

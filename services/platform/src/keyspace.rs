@@ -9,7 +9,9 @@
 //! docs/architecture.md ("Keyspace").
 
 use crate::auth::is_identifier;
+use crate::event::{EventId, EventType};
 use crate::transaction::{Status, TransactionId};
+use crate::webhook::EndpointId;
 
 // ------------------------------------------------------------ transactions
 
@@ -149,6 +151,137 @@ pub mod dead_letter {
     pub const ATTEMPTS: &str = "attempts";
 }
 
+// ------------------------------------------------------------------ events
+
+const EVENT_PREFIX: &str = "evt:";
+const EVENTS_SUFFIX: &str = ":events";
+const EVENT_TYPE_INFIX: &str = ":events:type:";
+
+/// The record hash of an event: `evt:{id}` (fields: [`event_field`]).
+pub fn event(id: &EventId) -> String {
+    format!("{EVENT_PREFIX}{id}")
+}
+
+/// Every event of a merchant, `merchant:{m}:events`, or those of one type,
+/// `merchant:{m}:events:type:{type}`: sorted sets of event ids, every score
+/// 0, so by id, and ids (UUIDv7) by creation time, like [`Index`].
+pub fn merchant_events(merchant: &str, event_type: Option<EventType>) -> String {
+    match event_type {
+        None => format!("{MERCHANT_PREFIX}{merchant}{EVENTS_SUFFIX}"),
+        Some(t) => format!("{MERCHANT_PREFIX}{merchant}{EVENT_TYPE_INFIX}{t}"),
+    }
+}
+
+/// The stream of new events (transition script → webhook-dispatcher); each
+/// entry holds [`event_field::ID`], [`event_field::MERCHANT_ID`] and
+/// [`event_field::TYPE`], and is deleted once fanned out to the endpoints.
+pub const EVENT_STREAM: &str = "events";
+/// The consumer group of all webhook-dispatcher processes.
+pub const EVENT_GROUP: &str = "webhook-dispatcher";
+
+/// The fields of an event record (and, the first three, of its stream
+/// entry).
+pub mod event_field {
+    pub const ID: &str = "id";
+    pub const MERCHANT_ID: &str = "merchant_id";
+    pub const TYPE: &str = "type";
+    pub const CREATED_AT: &str = "created_at";
+    pub const TRANSACTION_ID: &str = "transaction_id";
+    /// The transaction record hash as the status change left it, as a JSON
+    /// object of strings.
+    pub const OBJECT: &str = "object";
+}
+
+// -------------------------------------------------------------- webhooks
+
+const ENDPOINT_PREFIX: &str = "webhook_endpoint:";
+const ENDPOINTS_SUFFIX: &str = ":webhook_endpoints";
+const DUE_SUFFIX: &str = ":due";
+const TRIES_SUFFIX: &str = ":tries";
+const ATTEMPTS_SUFFIX: &str = ":attempts";
+
+/// A webhook endpoint: `webhook_endpoint:{id}` (fields: [`endpoint_field`]).
+pub fn webhook_endpoint(id: &EndpointId) -> String {
+    format!("{ENDPOINT_PREFIX}{id}")
+}
+
+/// A merchant's endpoints, `merchant:{m}:webhook_endpoints`: a sorted set
+/// of endpoint ids, every score 0 (by id, so by creation time).
+pub fn merchant_webhook_endpoints(merchant: &str) -> String {
+    format!("{MERCHANT_PREFIX}{merchant}{ENDPOINTS_SUFFIX}")
+}
+
+/// An endpoint's deliveries waiting for their (next) attempt,
+/// `webhook_endpoint:{id}:due`: a sorted set, member = event id, score =
+/// due Unix milliseconds (a claimed delivery's score is pushed out by the
+/// lease, so a crashed dispatcher's deliveries come due again).
+pub fn endpoint_due(id: &EndpointId) -> String {
+    format!("{ENDPOINT_PREFIX}{id}{DUE_SUFFIX}")
+}
+
+/// Attempts made so far per waiting delivery, `webhook_endpoint:{id}:tries`:
+/// a hash, event id → count.
+pub fn endpoint_tries(id: &EndpointId) -> String {
+    format!("{ENDPOINT_PREFIX}{id}{TRIES_SUFFIX}")
+}
+
+/// An endpoint's delivery log, `webhook_endpoint:{id}:attempts`: a capped
+/// stream, one entry per attempt (fields: [`attempt_field`]).
+pub fn endpoint_attempts(id: &EndpointId) -> String {
+    format!("{ENDPOINT_PREFIX}{id}{ATTEMPTS_SUFFIX}")
+}
+
+/// Endpoints with deliveries waiting: a sorted set, member = endpoint id,
+/// score = the earliest due time among its deliveries (Unix ms).
+pub const WEBHOOK_DUE: &str = "webhooks:due";
+/// Deliveries given up on, with the reason (fields: [`webhook_dead_field`]).
+pub const WEBHOOK_DEAD: &str = "webhooks:dead";
+/// The development sink's endpoint of each merchant it was created for: a
+/// hash, merchant → endpoint id, so it is created once, not again after
+/// the merchant deleted it.
+pub const WEBHOOK_DEV_SINK: &str = "webhooks:dev_sink";
+
+/// The fields of a webhook endpoint hash. The secrets are stored: the
+/// dispatcher signs with them; they are never logged or shown again.
+pub mod endpoint_field {
+    pub const ID: &str = "id";
+    pub const MERCHANT_ID: &str = "merchant_id";
+    pub const URL: &str = "url";
+    /// Comma-separated event types, or `*`.
+    pub const EVENTS: &str = "events";
+    pub const DESCRIPTION: &str = "description";
+    pub const SECRET: &str = "secret";
+    /// The secret before the last rotation, valid until
+    /// [`PREVIOUS_SECRET_EXPIRES_AT`] (Unix ms).
+    pub const PREVIOUS_SECRET: &str = "previous_secret";
+    pub const PREVIOUS_SECRET_EXPIRES_AT: &str = "previous_secret_expires_at";
+    pub const CREATED_AT: &str = "created_at";
+}
+
+/// The fields of a delivery-log entry.
+pub mod attempt_field {
+    pub const EVENT_ID: &str = "event_id";
+    pub const ATTEMPT: &str = "attempt";
+    /// The HTTP status, absent when there was no answer.
+    pub const STATUS_CODE: &str = "status_code";
+    /// Why the attempt failed without an answer (`timeout`, `connect`, …).
+    pub const ERROR: &str = "error";
+    pub const LATENCY_MS: &str = "latency_ms";
+    /// `delivered`, `retrying` or `dead`.
+    pub const OUTCOME: &str = "outcome";
+    pub const AT: &str = "at";
+}
+
+/// The fields of a dead delivery on [`WEBHOOK_DEAD`].
+pub mod webhook_dead_field {
+    pub const ENDPOINT_ID: &str = "endpoint_id";
+    pub const EVENT_ID: &str = "event_id";
+    pub const MERCHANT_ID: &str = "merchant_id";
+    pub const REASON: &str = "reason";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const DEAD_AT: &str = "dead_at";
+}
+
 // ------------------------------------------------------------- idempotency
 
 const IDEMPOTENCY_PREFIX: &str = "idem:";
@@ -188,12 +321,45 @@ pub fn owner(key: &str) -> Option<&'static str> {
         (DEAD_LETTER_STREAM, "transactions:dead"),
         (RETRY_SET, "transactions:retry"),
         (RETRY_PAYLOADS, "transactions:retry:payloads"),
+        (EVENT_STREAM, "events"),
+        (WEBHOOK_DUE, "webhooks:due"),
+        (WEBHOOK_DEAD, "webhooks:dead"),
+        (WEBHOOK_DEV_SINK, "webhooks:dev_sink"),
     ];
     if let Some((_, name)) = constants.iter().find(|(constant, _)| *constant == key) {
         return Some(name);
     }
     if let Some(id) = key.strip_prefix(RECORD_PREFIX) {
         return TransactionId::parse(id).is_ok().then_some("tx:{id}");
+    }
+    if let Some(id) = key.strip_prefix(EVENT_PREFIX) {
+        return EventId::parse(id).is_some().then_some("evt:{id}");
+    }
+    if let Some(rest) = key.strip_prefix(ENDPOINT_PREFIX) {
+        let (id, suffix) = match rest.find(':') {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        EndpointId::parse(id)?;
+        return match suffix {
+            "" => Some("webhook_endpoint:{id}"),
+            DUE_SUFFIX => Some("webhook_endpoint:{id}:due"),
+            TRIES_SUFFIX => Some("webhook_endpoint:{id}:tries"),
+            ATTEMPTS_SUFFIX => Some("webhook_endpoint:{id}:attempts"),
+            _ => None,
+        };
+    }
+    if let Some(rest) = key.strip_prefix(MERCHANT_PREFIX) {
+        if let Some(merchant) = rest.strip_suffix(EVENTS_SUFFIX) {
+            return is_identifier(merchant).then_some("merchant:{m}:events");
+        }
+        if let Some(merchant) = rest.strip_suffix(ENDPOINTS_SUFFIX) {
+            return is_identifier(merchant).then_some("merchant:{m}:webhook_endpoints");
+        }
+        if let Some((merchant, event_type)) = rest.split_once(EVENT_TYPE_INFIX) {
+            return (is_identifier(merchant) && event_type.parse::<EventType>().is_ok())
+                .then_some("merchant:{m}:events:type:{type}");
+        }
     }
     if let Some(rest) = key.strip_prefix(IDEMPOTENCY_PREFIX) {
         let (merchant, idempotency_key) = rest.split_once(':')?;
@@ -223,7 +389,26 @@ mod tests {
             DEAD_LETTER_STREAM.to_owned(),
             RETRY_SET.to_owned(),
             RETRY_PAYLOADS.to_owned(),
+            event(&EventId::generate()),
+            merchant_events("acme", None),
+            EVENT_STREAM.to_owned(),
+            WEBHOOK_DUE.to_owned(),
+            WEBHOOK_DEAD.to_owned(),
+            WEBHOOK_DEV_SINK.to_owned(),
         ];
+        keys.extend(
+            EventType::ALL
+                .iter()
+                .map(|t| merchant_events("acme", Some(*t))),
+        );
+        let endpoint = EndpointId::generate();
+        keys.extend([
+            webhook_endpoint(&endpoint),
+            merchant_webhook_endpoints("acme"),
+            endpoint_due(&endpoint),
+            endpoint_tries(&endpoint),
+            endpoint_attempts(&endpoint),
+        ]);
         keys.extend(
             [
                 Index::All,
@@ -251,6 +436,10 @@ mod tests {
             "auth:logins:alice",
             "session:1",
             "transactions:other",
+            "evt:1",
+            "webhook_endpoint:we_1",
+            "merchant:acme:events:type:charge.refunded",
+            "events:other",
         ] {
             assert_eq!(owner(key), None, "{key}");
         }

@@ -13,6 +13,7 @@ pub mod card;
 pub mod config;
 pub mod connections;
 pub mod crypto;
+pub mod event;
 pub mod health;
 pub mod http;
 pub mod keyspace;
@@ -22,6 +23,7 @@ pub mod redis;
 pub mod server;
 pub mod telemetry;
 pub mod transaction;
+pub mod webhook;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

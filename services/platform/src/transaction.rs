@@ -14,7 +14,8 @@ use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::keyspace::{self, Index, field};
+use crate::event::{EventId, EventType};
+use crate::keyspace::{self, Index, event_field, field};
 
 /// `tx_` followed by a UUIDv7 in 32 lower-case hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -162,19 +163,26 @@ pub enum TransitionOutcome {
     NotFound,
 }
 
-/// Moves the record's status and its status index in one step. Final
-/// statuses are never in `from` of any caller's transition, and the script
-/// refuses to leave one regardless, so a stale or duplicate worker cannot
-/// overwrite a final status or move one backwards. A record of another
-/// merchant than the caller's is not found: the indexes passed in are that
-/// merchant's.
+/// Moves the record's status and its status index in one step, and, when
+/// the status changes, writes the event of the change in that same step:
+/// the event record (with a snapshot of the transaction record as it now
+/// is), the merchant's event indexes and the events stream entry the
+/// webhook dispatcher reads. So an event exists exactly when its change
+/// happened, never one without the other. Final statuses are never in
+/// `from` of any caller's transition, and the script refuses to leave one
+/// regardless, so a stale or duplicate worker cannot overwrite a final
+/// status or move one backwards. A record of another merchant than the
+/// caller's is not found: the indexes passed in are that merchant's.
 ///
 /// Every name comes in (docs/architecture.md "Keyspace"). KEYS: the record,
-/// the status index of each status in `from` (in ARGV's order), the status
-/// index of `to`. ARGV: the status, merchant, updated-at and attempts field
-/// names; merchant id; transaction id; `to`; now; attempts to add; the
-/// final statuses, comma-separated; n = the number of `from` statuses; the
-/// n statuses; then field/value pairs to set.
+/// the events stream, the event record, the merchant's event index and its
+/// index of this event type, the status index of each status in `from` (in
+/// ARGV's order), the status index of `to`. ARGV: the status, merchant,
+/// updated-at and attempts field names; merchant id; transaction id; `to`;
+/// now; attempts to add; the final statuses, comma-separated; event id;
+/// event type; the event's id, merchant, type, created-at, transaction and
+/// object field names; n = the number of `from` statuses; the n statuses;
+/// then field/value pairs to set.
 const TRANSITION_SCRIPT: &str = r#"
 local status_field, merchant_field = ARGV[1], ARGV[2]
 local record = redis.call('HMGET', KEYS[1], status_field, merchant_field)
@@ -183,23 +191,34 @@ if not current or record[2] ~= ARGV[5] then return {'not_found', ''} end
 for s in string.gmatch(ARGV[10], '[^,]+') do
   if s == current then return {'refused', current} end
 end
-local n = tonumber(ARGV[11])
+local n = tonumber(ARGV[19])
 local from_index = nil
 for i = 1, n do
-  if ARGV[11 + i] == current then from_index = KEYS[1 + i] end
+  if ARGV[19 + i] == current then from_index = KEYS[5 + i] end
 end
 if not from_index then return {'refused', current} end
 if current ~= ARGV[7] then
   redis.call('ZREM', from_index, ARGV[6])
-  redis.call('ZADD', KEYS[2 + n], 0, ARGV[6])
+  redis.call('ZADD', KEYS[6 + n], 0, ARGV[6])
 end
 redis.call('HSET', KEYS[1], status_field, ARGV[7], ARGV[3], ARGV[8])
 if ARGV[9] ~= '0' then redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[9]) end
-for i = 12 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 20 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if current ~= ARGV[7] and ARGV[11] ~= '' then
+  local all = redis.call('HGETALL', KEYS[1])
+  local snapshot = {}
+  for i = 1, #all, 2 do snapshot[all[i]] = all[i + 1] end
+  redis.call('HSET', KEYS[3], ARGV[13], ARGV[11], ARGV[14], ARGV[5], ARGV[15], ARGV[12],
+    ARGV[16], ARGV[8], ARGV[17], ARGV[6], ARGV[18], cjson.encode(snapshot))
+  redis.call('ZADD', KEYS[4], 0, ARGV[11])
+  redis.call('ZADD', KEYS[5], 0, ARGV[11])
+  redis.call('XADD', KEYS[2], '*', ARGV[13], ARGV[11], ARGV[14], ARGV[5], ARGV[15], ARGV[12])
+end
 return {'applied', ARGV[7]}
 "#;
 
-/// Applies `transition` to transaction `id` of `merchant`.
+/// Applies `transition` to transaction `id` of `merchant`, with its event
+/// ([`crate::event`]) when the status changes.
 pub async fn transition<C: ConnectionLike + Send>(
     conn: &mut C,
     id: &TransactionId,
@@ -214,10 +233,22 @@ pub async fn transition<C: ConnectionLike + Send>(
         .map(Status::as_str)
         .collect::<Vec<_>>()
         .join(",");
+    let event_id = EventId::generate();
+    let event_type = EventType::of_status(transition.to);
     let mut invocation = SCRIPT.key(keyspace::record(id));
+    invocation
+        .key(keyspace::EVENT_STREAM)
+        .key(keyspace::event(&event_id))
+        .key(keyspace::merchant_events(merchant, None))
+        // A move to `pending` has no event; the key is then unused.
+        .key(keyspace::merchant_events(
+            merchant,
+            Some(event_type.unwrap_or(EventType::TransactionProcessing)),
+        ));
     for status in &transition.from {
         invocation.key(Index::Status(*status).key(merchant));
     }
+    let now = now_rfc3339();
     invocation
         .key(Index::Status(transition.to).key(merchant))
         .arg(field::STATUS)
@@ -227,9 +258,21 @@ pub async fn transition<C: ConnectionLike + Send>(
         .arg(merchant)
         .arg(id.as_str())
         .arg(transition.to.as_str())
-        .arg(now_rfc3339())
+        .arg(&now)
         .arg(transition.add_attempts)
         .arg(finals)
+        .arg(if event_type.is_some() {
+            event_id.as_str()
+        } else {
+            ""
+        })
+        .arg(event_type.map_or("", EventType::as_str))
+        .arg(event_field::ID)
+        .arg(event_field::MERCHANT_ID)
+        .arg(event_field::TYPE)
+        .arg(event_field::CREATED_AT)
+        .arg(event_field::TRANSACTION_ID)
+        .arg(event_field::OBJECT)
         .arg(transition.from.len());
     for status in &transition.from {
         invocation.arg(status.as_str());
