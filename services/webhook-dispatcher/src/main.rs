@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    platform::server::main("webhook-dispatcher", webhook_dispatcher::build).await
+}
