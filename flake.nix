@@ -1,5 +1,5 @@
 {
-  description = "Payment platform: a reproducible local stack (auth-api, core-api, psp-connector, psp-sandbox, Redis, Caddy) supervised by process-compose";
+  description = "Payment platform: a reproducible local stack (auth-api, core-api, psp-connector, psp-sandbox, webhook-dispatcher, Redis, Caddy) supervised by process-compose";
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 
@@ -24,6 +24,7 @@
         core-api = "Accepts, records and queues payment transactions";
         psp-connector = "Charges queued transactions at the Payment Service Provider";
         psp-sandbox = "Local stand-in for a Payment Service Provider, with test cards";
+        webhook-dispatcher = "Delivers signed, retried webhooks for every transaction event, and webhook-sink, the local receiver";
       };
 
       perSystem =

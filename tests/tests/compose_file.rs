@@ -13,7 +13,14 @@ fn compose() -> ComposeFile {
 
 /// Programs a command may run besides the workspace's own binaries.
 const EXTERNAL_PROGRAMS: &[&str] = &["redis-server", "caddy", "mkdir", "chmod", "umask"];
-const WORKSPACE_BINARIES: &[&str] = &["auth-api", "core-api", "psp-connector", "psp-sandbox"];
+const WORKSPACE_BINARIES: &[&str] = &[
+    "auth-api",
+    "core-api",
+    "psp-connector",
+    "psp-sandbox",
+    "webhook-dispatcher",
+    "webhook-sink",
+];
 
 /// Variables each program reads.
 fn reads(program: &str) -> BTreeSet<String> {
@@ -22,6 +29,8 @@ fn reads(program: &str) -> BTreeSet<String> {
         "core-api" => core_api::Config::VARS,
         "psp-connector" => psp_connector::Config::VARS,
         "psp-sandbox" => psp_sandbox::Config::VARS,
+        "webhook-dispatcher" => webhook_dispatcher::Config::VARS,
+        "webhook-sink" => webhook_dispatcher::sink::SinkConfig::VARS,
         "caddy" => {
             return caddyfile_variables()
                 .into_iter()
@@ -158,7 +167,12 @@ fn supervision_policy_is_complete() {
 fn dev_secrets_are_marked_dev_only() {
     let text = std::fs::read_to_string(e2e::repo_root().join("process-compose.yaml")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    for secret in ["JWT_SECRET=", "CARD_ENCRYPTION_KEY="] {
+    for secret in [
+        "JWT_SECRET=",
+        "CARD_ENCRYPTION_KEY=",
+        "WEBHOOK_SINK_SECRET=",
+        "WEBHOOK_DEV_SINK_SECRET=",
+    ] {
         let line = lines
             .iter()
             .position(|l| l.contains(secret))
