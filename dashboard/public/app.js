@@ -544,6 +544,7 @@ function start() {
   });
   startLogs();
   startQueue();
+  startWebhooks();
   setInterval(renderToken, 1000);
   refreshProcesses();
   setInterval(refreshProcesses, PROCESS_POLL_MS);

@@ -172,6 +172,13 @@ try {
     const first = await pay("4000000000000002", "declined");
     const second = await pay("4242424242424242", "succeeded");
     check(first !== second, "the same Idempotency-Key was sent twice");
+    // The webhooks panel: the dev sink received the approved payment's
+    // event, its signature verified.
+    const paid = await page.getAttribute("#raw-response", "data-transaction");
+    await page.waitForSelector(
+      `#webhooks-table tr[data-transaction="${paid}"][data-type="transaction.succeeded"][data-verified="true"]`,
+    );
+    step(`webhooks panel: transaction.succeeded of ${paid} received, signature verified`);
     const rows = await page.locator("#tx-table tbody tr").count();
     check(rows >= 2, `table has ${rows} rows`);
 
@@ -208,8 +215,11 @@ try {
     );
     const expected = [
       ["infra", ["gateway", "redis"]],
-      ["sandbox", ["psp-sandbox"]],
-      ["services", ["auth-api", "core-api-0", "core-api-1", "psp-connector-0", "psp-connector-1"]],
+      ["sandbox", ["psp-sandbox", "webhook-sink"]],
+      [
+        "services",
+        ["auth-api", "core-api-0", "core-api-1", "psp-connector-0", "psp-connector-1", "webhook-dispatcher"],
+      ],
     ];
     check(
       JSON.stringify(groups.map((g) => [g.namespace, g.processes])) === JSON.stringify(expected) &&

@@ -45,7 +45,7 @@ async fn readme_walkthrough_works_verbatim() {
         .unwrap_or_else(|e| {
             panic!("walkthrough output is not a sequence of JSON bodies ({e}):\n{stdout}")
         });
-    assert_eq!(bodies.len(), 6, "six calls print a body:\n{stdout}");
+    assert_eq!(bodies.len(), 9, "nine calls print a body:\n{stdout}");
     let token = &bodies[0];
     assert_eq!(token["token_type"], "Bearer");
     let paid = &bodies[1];
@@ -67,5 +67,25 @@ async fn readme_walkthrough_works_verbatim() {
     assert_eq!(only_declined["data"].as_array().unwrap().len(), 1);
     assert_eq!(only_declined["data"][0]["id"], declined["id"]);
     assert_eq!(only_declined["data"][0]["status"], "declined");
-    e2e::client::assert_no_secrets_in_logs(&stack, &[token["access_token"].as_str().unwrap()]);
+    let events = &bodies[6];
+    assert_eq!(
+        events["data"][0]["type"], "transaction.succeeded",
+        "{events}"
+    );
+    assert_eq!(events["data"][0]["data"]["object"]["id"], paid["id"]);
+    let endpoint = &bodies[7];
+    assert!(endpoint["secret"].as_str().unwrap().starts_with("whsec_"));
+    let received = bodies[8]["data"].as_array().unwrap();
+    assert!(!received.is_empty(), "the sink got nothing");
+    assert!(
+        received.iter().all(|d| d["verified"] == true),
+        "{received:?}"
+    );
+    e2e::client::assert_no_secrets_in_logs(
+        &stack,
+        &[
+            token["access_token"].as_str().unwrap(),
+            endpoint["secret"].as_str().unwrap(),
+        ],
+    );
 }

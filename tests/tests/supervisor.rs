@@ -73,7 +73,9 @@ async fn processes_start_in_dependency_order_and_all_become_ready() {
             "psp-connector-0",
             "psp-connector-1",
             "psp-sandbox",
-            "redis"
+            "redis",
+            "webhook-dispatcher",
+            "webhook-sink"
         ]
     );
     for name in &names {
@@ -99,6 +101,7 @@ async fn processes_start_in_dependency_order_and_all_become_ready() {
         "core-api-1",
         "psp-connector-0",
         "psp-connector-1",
+        "webhook-dispatcher",
     ] {
         assert!(
             at("redis") < at(service),
@@ -111,6 +114,7 @@ async fn processes_start_in_dependency_order_and_all_become_ready() {
     for upstream in ["auth-api", "core-api-0", "core-api-1"] {
         assert!(at(upstream) < at("gateway"), "{started:?}");
     }
+    assert!(at("webhook-sink") < at("webhook-dispatcher"), "{started:?}");
     // process_healthy: the gateway started only once its upstreams
     // answered /readyz, so its first request is served.
     let http = client::http_client();

@@ -296,6 +296,7 @@ async fn caller_endpoint(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The endpoint", body = WebhookEndpoint),
+        (status = 400, description = "`invalid_path` (the gateway): an encoded slash, backslash or NUL in the path", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
@@ -325,6 +326,7 @@ pub struct DeletedEndpoint {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Deleted", body = DeletedEndpoint),
+        (status = 400, description = "`invalid_path` (the gateway): an encoded slash, backslash or NUL in the path", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
@@ -364,7 +366,7 @@ pub struct RotateQuery {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Rotated; the new `secret` is shown only here", body = WebhookEndpoint),
-        (status = 400, description = "`invalid_parameter` or `unknown_parameter`", body = ErrorBody),
+        (status = 400, description = "`invalid_parameter` or `unknown_parameter`; `invalid_path` (the gateway): an encoded slash, backslash or NUL in the path", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
@@ -460,7 +462,7 @@ pub struct DeliveryAttemptList {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The latest attempts", body = DeliveryAttemptList),
-        (status = 400, description = "`invalid_parameter` or `unknown_parameter`", body = ErrorBody),
+        (status = 400, description = "`invalid_parameter` or `unknown_parameter`; `invalid_path` (the gateway): an encoded slash, backslash or NUL in the path", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),

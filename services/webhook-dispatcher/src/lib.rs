@@ -37,10 +37,21 @@ use platform::server::{Server, Started};
 
 /// The loops' heartbeats, for readiness: a loop silent for longer than
 /// this is stuck.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Liveness {
     fanout_ms: AtomicU64,
     delivery_ms: AtomicU64,
+}
+
+impl Default for Liveness {
+    /// Both loops count as just started.
+    fn default() -> Self {
+        let now = platform::webhook::now_ms();
+        Self {
+            fanout_ms: AtomicU64::new(now),
+            delivery_ms: AtomicU64::new(now),
+        }
+    }
 }
 
 impl Liveness {

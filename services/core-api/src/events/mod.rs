@@ -247,6 +247,7 @@ pub async fn list_events(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The event", body = Event),
+        (status = 400, description = "`invalid_path` (the gateway): an encoded slash, backslash or NUL in the path", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
@@ -280,6 +281,7 @@ pub struct Redelivery {
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Scheduled for delivery now", body = Redelivery),
+        (status = 400, description = "`invalid_path` (the gateway): an encoded slash, backslash or NUL in the path", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
