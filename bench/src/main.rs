@@ -9,12 +9,14 @@
 //! Settings (environment): `BENCH_SECONDS` (each wrk run, default 10),
 //! `BENCH_PRELOAD` (transactions of the large merchant, default 100000),
 //! `BENCH_BOOTS` (stack boots for the start-up figure, default 3),
-//! `BENCH_OUT` (the JSON file).
+//! `BENCH_OUT` (the JSON file). `cargo run --release -p bench -- webhooks`
+//! measures only the webhook delivery rate.
 
 mod cpu;
 mod driver;
 mod reference;
 mod report;
+mod webhook_rate;
 mod wrk;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +30,13 @@ use report::{Row, quantile, thousands};
 use serde_json::json;
 
 /// Service binaries the stack runs from the directory of this executable.
-const SERVICES: [&str; 4] = ["auth-api", "core-api", "psp-connector", "psp-sandbox"];
+const SERVICES: [&str; 5] = [
+    "auth-api",
+    "core-api",
+    "psp-connector",
+    "psp-sandbox",
+    "webhook-dispatcher",
+];
 const CONNECTORS: [&str; 2] = ["psp-connector-0", "psp-connector-1"];
 /// Merchants of the dev users (config/users.toml).
 const MERCHANTS: [&str; 2] = ["acme", "globex"];
@@ -51,6 +59,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    let webhooks_only = args.get(1).map(String::as_str) == Some("webhooks");
     if cfg!(debug_assertions) {
         eprintln!("bench: measure release builds only: cargo run --release -p bench");
         return ExitCode::from(2);
@@ -59,7 +68,18 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run()) {
+    // `bench webhooks`: only the webhook delivery rate (release binaries
+    // next to this one), printed as a table row.
+    let result = if webhooks_only {
+        runtime.block_on(async {
+            let row = webhook_rate::measure(&e2e::binary_dir(), 5_000, 1).await?;
+            println!("{}", report::markdown(&[row]));
+            Ok(())
+        })
+    } else {
+        runtime.block_on(run())
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bench failed: {error:#}");
@@ -767,7 +787,10 @@ async fn run() -> anyhow::Result<()> {
     let caddy_ratio = caddy_platform.rate() / caddy_ref.rate();
     let direct_ratio = direct_platform.rate() / direct_ref.rate();
     let list_ratio = big_p50 / small_p50;
-    let rows = vec![
+    // Webhook deliveries/s: self-contained (its own Redis and dispatcher).
+    log("webhook deliveries to a loopback receiver");
+    let webhooks = webhook_rate::measure(&e2e::binary_dir(), 5_000, 1).await?;
+    let mut rows = vec![
         Row {
             scenario: format!("`POST /transactions` through Caddy, {CONNECTIONS} connections"),
             figure: format!(
@@ -871,6 +894,7 @@ async fn run() -> anyhow::Result<()> {
             met: memory_mb <= 150.0,
         },
     ];
+    rows.push(webhooks);
     let table = report::markdown(&rows);
 
     let figures = |f: &wrk::Figures| {
