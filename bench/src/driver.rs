@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use platform::transaction::{Status, TransactionId, keys};
 use tokio::sync::Mutex;
 
 /// Renew a token once it is this old (auth-api issues 30 s tokens).
@@ -146,7 +147,8 @@ pub async fn post_many(
 pub struct Sent {
     /// When it was due to be sent (ns since the Unix epoch).
     pub due_unix_ns: i128,
-    pub id: Option<String>,
+    /// From the `Location` of a 202; none when the POST failed.
+    pub id: Option<TransactionId>,
 }
 
 /// POSTs at a fixed `rate` per second for `duration` through `gateway`,
@@ -188,7 +190,7 @@ pub async fn open_loop(
                     .get("location")
                     .and_then(|l| l.to_str().ok())
                     .and_then(|l| l.strip_prefix("/transactions/"))
-                    .map(str::to_owned),
+                    .and_then(|id| TransactionId::parse(id).ok()),
                 _ => None,
             };
             Sent {
@@ -229,7 +231,7 @@ fn parse_rfc3339_ns(text: Option<String>) -> anyhow::Result<i128> {
 /// records' status and timestamps, read from Redis in pipelined batches.
 pub async fn final_states(
     redis: &mut redis::aio::MultiplexedConnection,
-    ids: &[String],
+    ids: &[TransactionId],
     timeout: Duration,
 ) -> anyhow::Result<Vec<Final>> {
     type Row = (Option<String>, Option<String>, Option<String>);
@@ -240,7 +242,7 @@ pub async fn final_states(
             let mut pipe = redis::pipe();
             for id in chunk {
                 pipe.cmd("HMGET")
-                    .arg(format!("tx:{id}"))
+                    .arg(keys::record(id))
                     .arg("status")
                     .arg("created_at")
                     .arg("updated_at");
@@ -251,7 +253,10 @@ pub async fn final_states(
         let open = states
             .iter()
             .filter(|(status, _, _)| {
-                !matches!(status.as_deref(), Some("succeeded" | "declined" | "failed"))
+                !status
+                    .as_deref()
+                    .and_then(|s| s.parse::<Status>().ok())
+                    .is_some_and(Status::is_final)
             })
             .count();
         if open == 0 {
