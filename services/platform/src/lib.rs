@@ -5,7 +5,8 @@
 //! logs are written ([`telemetry`]), how a process starts, reports readiness
 //! and drains ([`lifecycle`], [`server`]), what an error looks like on the
 //! wire ([`http`]), how Redis is reached ([`redis`]), how tokens are checked
-//! ([`auth`]) and what travels on the queue ([`queue`], [`transaction`]).
+//! ([`auth`]), what every Redis name is ([`keyspace`]) and what travels on
+//! the queue ([`queue`], [`transaction`]).
 
 pub mod auth;
 pub mod card;
@@ -14,6 +15,7 @@ pub mod connections;
 pub mod crypto;
 pub mod health;
 pub mod http;
+pub mod keyspace;
 pub mod lifecycle;
 pub mod queue;
 pub mod redis;

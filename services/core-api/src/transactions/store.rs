@@ -1,10 +1,11 @@
 //! Redis access for transactions: the atomic create script and the reads
-//! behind `GET /transactions[/{id}]`. Key layout: [`platform::transaction`].
+//! behind `GET /transactions[/{id}]`. Key layout: [`platform::keyspace`].
 
 use std::collections::HashMap;
 
-use platform::queue::{self, ChargeMessage};
-use platform::transaction::{TransactionId, keys};
+use platform::keyspace;
+use platform::queue::ChargeMessage;
+use platform::transaction::TransactionId;
 use redis::aio::ConnectionLike;
 
 /// Writes a new transaction in one atomic step: the record hash, every
@@ -19,16 +20,16 @@ use redis::aio::ConnectionLike;
 ///
 /// KEYS: record, stream, idempotency key (or the record key again when
 /// there is none), then the indexes. ARGV: id, claim marker ('' when no
-/// idempotency key), completed entry, its TTL in ms, queue payload, then
-/// the record's field/value pairs.
+/// idempotency key), completed entry, its TTL in ms, the stream's payload
+/// field, queue payload, then the record's field/value pairs.
 const CREATE_SCRIPT: &str = r#"
 if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then return 'claim_lost' end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'id_taken' end
 local stream_type = redis.call('TYPE', KEYS[2])['ok']
 if stream_type ~= 'none' and stream_type ~= 'stream' then return 'bad_stream' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 for i = 4, #KEYS do redis.call('ZADD', KEYS[i], 0, ARGV[1]) end
-redis.call('XADD', KEYS[2], '*', 'payload', ARGV[5])
+redis.call('XADD', KEYS[2], '*', ARGV[5], ARGV[6])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
 return 'ok'
 "#;
@@ -70,12 +71,12 @@ pub fn create_command(
     record: &NewRecord<'_>,
     idempotency: Option<&IdempotencyWrite<'_>>,
 ) -> redis::Cmd {
-    let record_key = keys::record(record.id);
+    let record_key = keyspace::record(record.id);
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(CREATE.get_hash())
         .arg(3 + record.indexes.len())
         .arg(&record_key)
-        .arg(queue::STREAM)
+        .arg(keyspace::STREAM)
         .arg(idempotency.map_or(record_key.as_str(), |i| i.redis_key));
     for index in &record.indexes {
         cmd.arg(index);
@@ -88,7 +89,8 @@ pub fn create_command(
             .arg(crate::idempotency::RETENTION.as_millis() as u64),
         None => cmd.arg("").arg("").arg(0),
     };
-    cmd.arg(record.message.to_payload());
+    cmd.arg(keyspace::PAYLOAD_FIELD)
+        .arg(record.message.to_payload());
     for (field, value) in &record.fields {
         cmd.arg(*field).arg(value);
     }
@@ -138,7 +140,7 @@ pub async fn fetch<C: ConnectionLike + Send>(
     id: &TransactionId,
 ) -> redis::RedisResult<HashMap<String, String>> {
     redis::cmd("HGETALL")
-        .arg(keys::record(id))
+        .arg(keyspace::record(id))
         .query_async(conn)
         .await
 }
@@ -153,7 +155,7 @@ pub async fn fetch_many<C: ConnectionLike + Send>(
     }
     let mut pipe = redis::pipe();
     for id in ids {
-        pipe.cmd("HGETALL").arg(keys::record(id));
+        pipe.cmd("HGETALL").arg(keyspace::record(id));
     }
     pipe.query_async(conn).await
 }

@@ -14,7 +14,7 @@ use platform::testing::{ChildGuard, RedisServer, free_port};
 use serde_json::{Value, json};
 
 pub const SECRET: &str = "core-api-test-secret-0123456789abcdef";
-pub const CARD: &str = "4242424242424242";
+pub const CARD: &str = psp_sandbox::cards::APPROVED;
 
 pub struct App {
     pub redis: RedisServer,
@@ -119,12 +119,32 @@ impl App {
         Reply::from(response).await
     }
 
+    /// Moves a pending or processing transaction to the final status `to`
+    /// by the status script, as the connector does.
+    pub async fn make_final(&self, id: &str, to: platform::transaction::Status) {
+        use platform::transaction::{Status, TransactionId, Transition, TransitionOutcome};
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let id = TransactionId::parse(id).unwrap();
+        let transition = Transition {
+            from: vec![Status::Pending, Status::Processing],
+            to,
+            add_attempts: 1,
+            fields: Vec::new(),
+        };
+        let outcome = platform::transaction::transition(&mut conn, &id, "acme", &transition)
+            .await
+            .unwrap();
+        assert_eq!(outcome, TransitionOutcome::Applied);
+    }
+
     /// The ids of every `tx:*` record in Redis.
     pub fn record_ids(&self) -> Vec<String> {
         let mut conn = self.redis.connection();
         let mut keys: Vec<String> = redis::cmd("KEYS").arg("tx:*").query(&mut conn).unwrap();
         keys.sort();
         keys.into_iter()
+            .filter(|k| platform::keyspace::owner(k) == Some("tx:{id}"))
             .map(|k| k["tx:".len()..].to_owned())
             .collect()
     }
@@ -133,7 +153,7 @@ impl App {
     pub fn queued(&self) -> Vec<platform::queue::ChargeMessage> {
         let mut conn = self.redis.connection();
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(platform::queue::STREAM)
+            .arg(platform::keyspace::STREAM)
             .arg("-")
             .arg("+")
             .query(&mut conn)
@@ -143,7 +163,7 @@ impl App {
             .map(|(_, fields)| {
                 let payload = &fields
                     .iter()
-                    .find(|(name, _)| name == platform::queue::PAYLOAD_FIELD)
+                    .find(|(name, _)| name == platform::keyspace::PAYLOAD_FIELD)
                     .unwrap()
                     .1;
                 platform::queue::ChargeMessage::from_payload(payload).unwrap()
