@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use platform::transaction::{Status, TransactionId, keys};
+use platform::keyspace::{self, field};
+use platform::transaction::{Status, TransactionId};
 use tokio::sync::Mutex;
 
 /// Renew a token once it is this old (auth-api issues 30 s tokens).
@@ -249,10 +250,10 @@ async fn read_states(
         let mut pipe = redis::pipe();
         for id in chunk {
             pipe.cmd("HMGET")
-                .arg(keys::record(id))
-                .arg("status")
-                .arg("created_at")
-                .arg("updated_at");
+                .arg(keyspace::record(id))
+                .arg(field::STATUS)
+                .arg(field::CREATED_AT)
+                .arg(field::UPDATED_AT);
         }
         let rows: Vec<StoredState> = pipe.query_async(redis).await?;
         states.extend(rows);

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use e2e::stack::Stack;
-use platform::queue;
-use platform::transaction::{Status, keys};
+use platform::keyspace::{self, Index};
+use platform::transaction::Status;
 use redis::aio::MultiplexedConnection;
 
 use crate::driver::{self, Tokens};
@@ -138,7 +138,7 @@ impl Harness {
         let mut pipe = redis::pipe();
         for merchant in MERCHANTS {
             for status in [Status::Pending, Status::Processing] {
-                pipe.zcard(keys::status_index(merchant, status));
+                pipe.zcard(Index::Status(status).key(merchant));
             }
         }
         let counts: Vec<u64> = pipe.query_async(&mut self.redis.clone()).await?;
@@ -150,7 +150,7 @@ impl Harness {
         let started = Instant::now();
         loop {
             let queued: u64 = redis::cmd("XLEN")
-                .arg(queue::STREAM)
+                .arg(keyspace::STREAM)
                 .query_async(&mut self.redis.clone())
                 .await?;
             if queued == 0 && self.unsettled().await? == 0 {

@@ -152,7 +152,7 @@ async fn wait_ok(url: &str) -> anyhow::Result<()> {
 /// `redis-benchmark` XADD rate (requests/s) against `port`, on a key of its
 /// own that is deleted afterwards. Default settings: 50 clients, no pipelining.
 pub fn redis_benchmark_xadd(port: u16, requests: u64) -> anyhow::Result<f64> {
-    let key = "bench:xadd-reference";
+    let key = platform::keyspace::BENCH_XADD_REFERENCE;
     let output = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-n", &requests.to_string(), "--csv"])
