@@ -177,6 +177,12 @@ pub mod login_field {
     pub const IN_FLIGHT: &str = "inflight";
 }
 
+// --------------------------------------------------------------- benchmark
+
+/// The stream `redis-benchmark` XADDs to as the reference of the
+/// benchmark's settle row (`cargo run --release -p bench`); deleted after.
+pub const BENCH_XADD_REFERENCE: &str = "bench:xadd-reference";
+
 // ------------------------------------------------------------------- audit
 
 /// Which of this module's names `key` is (`"tx:{id}"`, `"merchant:{m}:tx"`,
@@ -188,6 +194,7 @@ pub fn owner(key: &str) -> Option<&'static str> {
         (DEAD_LETTER_STREAM, "transactions:dead"),
         (RETRY_SET, "transactions:retry"),
         (RETRY_PAYLOADS, "transactions:retry:payloads"),
+        (BENCH_XADD_REFERENCE, "bench:xadd-reference"),
     ];
     if let Some((_, name)) = constants.iter().find(|(constant, _)| *constant == key) {
         return Some(name);
@@ -223,6 +230,7 @@ mod tests {
             DEAD_LETTER_STREAM.to_owned(),
             RETRY_SET.to_owned(),
             RETRY_PAYLOADS.to_owned(),
+            BENCH_XADD_REFERENCE.to_owned(),
         ];
         keys.extend(
             [
