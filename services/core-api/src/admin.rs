@@ -200,8 +200,30 @@ pub async fn queue(
 }
 
 pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<QueueView> {
+    let (stream, groups, consumers, pending) = read_stream(conn).await?;
+    Ok(QueueView {
+        stream,
+        groups,
+        consumers,
+        pending,
+        retries: read_retries(conn).await?,
+        dead: read_dead_letters(conn).await?,
+    })
+}
+
+/// The stream, its groups, consumers and pending entries.
+type StreamParts = (
+    StreamView,
+    Vec<GroupView>,
+    Vec<ConsumerView>,
+    Vec<PendingView>,
+);
+
+/// The queue stream, its groups, the connector group's consumers and its
+/// oldest pending entries.
+async fn read_stream<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<StreamParts> {
     let exists: bool = redis::cmd("EXISTS").arg(STREAM).query_async(conn).await?;
-    let (stream, groups, consumers, pending) = if exists {
+    let parts = if exists {
         let info = fields(
             redis::cmd("XINFO")
                 .arg("STREAM")
@@ -276,7 +298,11 @@ pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisR
         };
         (empty, Vec::new(), Vec::new(), Vec::new())
     };
+    Ok(parts)
+}
 
+/// How many retries wait, and the next ones due.
+async fn read_retries<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<RetriesView> {
     let (retry_count, due): (u64, Vec<(String, f64)>) = redis::pipe()
         .cmd("ZCARD")
         .arg(RETRY_SET)
@@ -287,7 +313,7 @@ pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisR
         .arg("WITHSCORES")
         .query_async(conn)
         .await?;
-    let retries = RetriesView {
+    Ok(RetriesView {
         count: retry_count,
         next: due
             .into_iter()
@@ -296,8 +322,12 @@ pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisR
                 due_at: rfc3339_from_millis(due_ms),
             })
             .collect(),
-    };
+    })
+}
 
+/// The newest dead letters, each with its transaction's status now and
+/// whether requeue would refuse it.
+async fn read_dead_letters<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<DeadView> {
     let (dead_length, letters): (u64, Vec<RawEntry>) = redis::pipe()
         .cmd("XLEN")
         .arg(DEAD_LETTER_STREAM)
@@ -351,18 +381,10 @@ pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisR
             }
         })
         .collect();
-
-    Ok(QueueView {
-        stream,
-        groups,
-        consumers,
-        pending,
-        retries,
-        dead: DeadView {
-            name: DEAD_LETTER_STREAM,
-            length: dead_length,
-            entries,
-        },
+    Ok(DeadView {
+        name: DEAD_LETTER_STREAM,
+        length: dead_length,
+        entries,
     })
 }
 
