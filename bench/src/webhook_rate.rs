@@ -22,6 +22,7 @@ use platform::transaction::{Status, TransactionId, Transition};
 use platform::webhook::{Endpoint, EndpointId, Secret, Subscription};
 
 use crate::report::{Row, thousands};
+use crate::scenarios::ScenarioResult;
 
 /// In flight per endpoint: the dispatcher's default.
 const ENDPOINT_CONCURRENCY: usize = 8;
@@ -116,7 +117,11 @@ async fn direct_rate(url: &str, concurrency: usize, total: usize, body: Vec<u8>)
 
 /// Measures `events × endpoints` deliveries; `bin_dir` holds the
 /// webhook-dispatcher binary.
-pub async fn measure(bin_dir: &Path, events: usize, endpoints: usize) -> anyhow::Result<Row> {
+pub async fn measure(
+    bin_dir: &Path,
+    events: usize,
+    endpoints: usize,
+) -> anyhow::Result<WebhookRate> {
     let redis = RedisServer::start();
     let counter = Arc::new(Counter::default());
     let url = receiver(counter.clone()).await?;
@@ -180,19 +185,54 @@ pub async fn measure(bin_dir: &Path, events: usize, endpoints: usize) -> anyhow:
         body,
     )
     .await;
-    let ratio = rate / reference;
-    Ok(Row {
-        scenario: format!(
-            "webhook deliveries to a loopback receiver, {endpoints} endpoint(s), {ENDPOINT_CONCURRENCY} in flight each ({expected} deliveries)"
-        ),
-        figure: format!("{}/s", thousands(rate)),
-        reference: format!(
-            "the receiver driven directly, {} connections: {}/s",
-            ENDPOINT_CONCURRENCY * endpoints,
-            thousands(reference)
-        ),
-        ratio: format!("{:.0} %", 100.0 * ratio),
-        goal: "a figure (no goal set)".into(),
-        met: true,
+    Ok(WebhookRate {
+        endpoints,
+        deliveries: expected,
+        rate,
+        reference,
     })
+}
+
+/// What [`measure`] found.
+pub struct WebhookRate {
+    pub endpoints: usize,
+    pub deliveries: usize,
+    /// Deliveries per second, first to last.
+    pub rate: f64,
+    /// The receiver driven directly, same concurrency, per second.
+    pub reference: f64,
+}
+
+impl ScenarioResult for WebhookRate {
+    fn key(&self) -> &'static str {
+        "webhook_deliveries"
+    }
+
+    fn row(&self) -> Row {
+        Row {
+            scenario: format!(
+                "webhook deliveries to a loopback receiver, {} endpoint(s), {ENDPOINT_CONCURRENCY} in flight each ({} deliveries)",
+                self.endpoints, self.deliveries
+            ),
+            figure: format!("{}/s", thousands(self.rate)),
+            reference: format!(
+                "the receiver driven directly, {} connections: {}/s",
+                ENDPOINT_CONCURRENCY * self.endpoints,
+                thousands(self.reference)
+            ),
+            ratio: format!("{:.0} %", 100.0 * self.rate / self.reference),
+            goal: "a figure (no goal set)".into(),
+            met: true,
+        }
+    }
+
+    fn figures(&self) -> serde_json::Value {
+        serde_json::json!({
+            "endpoints": self.endpoints,
+            "endpoint_concurrency": ENDPOINT_CONCURRENCY,
+            "deliveries": self.deliveries,
+            "rate_per_s": self.rate,
+            "reference_rate_per_s": self.reference,
+        })
+    }
 }

@@ -658,3 +658,19 @@ fn dev_reload_restarts_only_the_changed_binary_one_replica_at_a_time() {
         "{order:?}"
     );
 }
+
+/// The dashboard's card picker offers exactly the sandbox's test cards, in
+/// its order.
+#[test]
+fn the_dashboard_offers_the_sandboxs_test_cards() {
+    let html =
+        std::fs::read_to_string(e2e::repo_root().join("dashboard/public/index.html")).unwrap();
+    let start = html.find("<select id=\"card\"").expect("the card picker");
+    let picker = &html[start..start + html[start..].find("</select>").unwrap()];
+    let offered: Vec<&str> = picker
+        .split("<option value=\"")
+        .skip(1)
+        .map(|option| &option[..option.find('"').unwrap()])
+        .collect();
+    assert_eq!(offered, client::test_cards());
+}

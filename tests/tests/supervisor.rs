@@ -250,9 +250,19 @@ async fn process_compose_down_drains_every_service_to_exit_0_and_frees_every_por
     let names = stack.process_names().to_vec();
 
     let status = tokio::task::block_in_place(|| stack.down());
+    // process-compose 1.85 answers `down`'s POST /project/stop from a
+    // handler that waits for every process; under load that handler can
+    // miss a completion and outlive the project, and then `up` gives up on
+    // its HTTP server's 5 s shutdown and exits 1 after "Project completed",
+    // though every process drained. Only that exit is excused; the exits
+    // and ports below are checked either way.
+    let log = stack.supervisor_log();
+    let upstream_race = log
+        .rsplit_once("Project completed")
+        .is_some_and(|(_, after)| after.contains("context deadline exceeded"));
     assert!(
-        status.is_some_and(|s| s.success()),
-        "process-compose up after down: {status:?}"
+        status.is_some_and(|s| s.success() || (s.code() == Some(1) && upstream_race)),
+        "process-compose up after down: {status:?}\n{log}"
     );
 
     let mut exits: BTreeMap<String, i64> = BTreeMap::new();

@@ -2,7 +2,7 @@
 //! from the handlers' own annotations so it cannot drift from them.
 
 use axum::response::{IntoResponse, Response};
-use platform::http::ErrorBody;
+use platform::http::{ErrorBody, ErrorCode, ErrorDetail, ErrorType};
 use utoipa::OpenApi;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -19,7 +19,7 @@ use crate::token::TokenResponse;
             unknown routes answer 404 `route_not_found`, wrong methods 405 `method_not_allowed`.",
     ),
     paths(crate::token::issue_token),
-    components(schemas(TokenRequest, TokenResponse, ErrorBody)),
+    components(schemas(TokenRequest, TokenResponse, ErrorBody, ErrorDetail, ErrorType, ErrorCode)),
     tags((name = "auth", description = "Tokens"), (name = "health", description = "Probes")),
 )]
 struct ApiDoc;

@@ -12,6 +12,7 @@ use http::StatusCode;
 use platform::ApiError;
 use platform::auth::Caller;
 use platform::event::EventType;
+use platform::http::ErrorCode;
 use platform::http::{ErrorBody, Json, Query};
 use platform::keyspace::{self, attempt_field};
 use platform::webhook::{self, Endpoint, EndpointId, Secret, Subscription};
@@ -115,7 +116,7 @@ pub struct WebhookEndpointList {
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_field("invalid_field", message, param)
+    ApiError::invalid_field(ErrorCode::InvalidField, message, param)
 }
 
 /// Checks an endpoint URL: http(s), a host, no credentials, bounded length,
@@ -142,7 +143,7 @@ pub fn parse_url(text: &str, public_urls: bool) -> Result<String, ApiError> {
     };
     if !loopback && !public_urls {
         return Err(ApiError::bad_request(
-            "url_not_allowed",
+            ErrorCode::UrlNotAllowed,
             "this platform delivers webhooks to loopback hosts only (WEBHOOK_PUBLIC_URLS)",
         )
         .with_param("url"));
@@ -219,7 +220,7 @@ pub async fn create_endpoint(
         >= MAX_ENDPOINTS
     {
         return Err(ApiError::bad_request(
-            "too_many_endpoints",
+            ErrorCode::TooManyEndpoints,
             format!("a merchant has at most {MAX_ENDPOINTS} webhook endpoints"),
         ));
     }
@@ -267,7 +268,7 @@ pub async fn list_endpoints(
 }
 
 fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such webhook endpoint")
+    ApiError::not_found(ErrorCode::NotFound, "no such webhook endpoint")
 }
 
 /// The caller's endpoint `id`; malformed, unknown and another merchant's
@@ -386,7 +387,7 @@ pub async fn rotate_secret(
             .filter(|s| *s <= MAX_GRACE_SECS)
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_parameter",
+                    ErrorCode::InvalidParameter,
                     format!("grace_period_secs must be an integer from 0 to {MAX_GRACE_SECS}"),
                 )
                 .with_param("grace_period_secs")
@@ -482,7 +483,7 @@ pub async fn list_attempts(
             .filter(|n| (1..=100).contains(n))
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_parameter",
+                    ErrorCode::InvalidParameter,
                     "limit must be an integer from 1 to 100",
                 )
                 .with_param("limit")

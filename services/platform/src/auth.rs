@@ -21,7 +21,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::http::ApiError;
+use crate::http::{ApiError, ErrorCode};
 
 /// `iss` of every token.
 pub const ISSUER: &str = "payment-platform/auth-api";
@@ -263,7 +263,7 @@ where
             .filter(|token| !token.is_empty());
         let Some(token) = token else {
             return Err(ApiError::unauthorized(
-                "missing_token",
+                ErrorCode::MissingToken,
                 "an Authorization: Bearer token is required",
             )
             .with_header(
@@ -278,12 +278,12 @@ where
                 merchant: claims.mid,
             }),
             Err(TokenError::Expired) => Err(ApiError::unauthorized(
-                "token_expired",
+                ErrorCode::TokenExpired,
                 "the token has expired; request a new one",
             )
             .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token"))),
             Err(TokenError::Invalid) => Err(ApiError::unauthorized(
-                "token_invalid",
+                ErrorCode::TokenInvalid,
                 "the token is invalid",
             )
             .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token"))),

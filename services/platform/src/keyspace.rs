@@ -310,6 +310,12 @@ pub mod login_field {
     pub const IN_FLIGHT: &str = "inflight";
 }
 
+// --------------------------------------------------------------- benchmark
+
+/// The stream `redis-benchmark` XADDs to as the reference of the
+/// benchmark's settle row (`cargo run --release -p bench`); deleted after.
+pub const BENCH_XADD_REFERENCE: &str = "bench:xadd-reference";
+
 // ------------------------------------------------------------------- audit
 
 /// Which of this module's names `key` is (`"tx:{id}"`, `"merchant:{m}:tx"`,
@@ -325,6 +331,7 @@ pub fn owner(key: &str) -> Option<&'static str> {
         (WEBHOOK_DUE, "webhooks:due"),
         (WEBHOOK_DEAD, "webhooks:dead"),
         (WEBHOOK_DEV_SINK, "webhooks:dev_sink"),
+        (BENCH_XADD_REFERENCE, "bench:xadd-reference"),
     ];
     if let Some((_, name)) = constants.iter().find(|(constant, _)| *constant == key) {
         return Some(name);
@@ -395,6 +402,7 @@ mod tests {
             WEBHOOK_DUE.to_owned(),
             WEBHOOK_DEAD.to_owned(),
             WEBHOOK_DEV_SINK.to_owned(),
+            BENCH_XADD_REFERENCE.to_owned(),
         ];
         keys.extend(
             EventType::ALL

@@ -16,6 +16,7 @@ use http::StatusCode;
 use platform::ApiError;
 use platform::auth::Caller;
 use platform::event::{EventId, EventType};
+use platform::http::ErrorCode;
 use platform::http::{ErrorBody, Json, Query};
 use platform::keyspace::{self, event_field};
 use platform::webhook::{self, Schedule};
@@ -101,7 +102,7 @@ pub async fn fetch<C: redis::aio::ConnectionLike + Send>(
 }
 
 fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such event")
+    ApiError::not_found(ErrorCode::NotFound, "no such event")
 }
 
 /// The caller's event `id`: a malformed, unknown or other merchant's id is
@@ -155,7 +156,7 @@ pub struct EventList {
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_parameter", message).with_param(param)
+    ApiError::bad_request(ErrorCode::InvalidParameter, message).with_param(param)
 }
 
 /// Lists the caller's merchant's events, newest first: one index read
