@@ -61,7 +61,7 @@ let
 in
 {
   options.services.payment-platform = {
-    enable = mkEnableOption "the payment platform (auth-api, core-api, psp-connector, psp-sandbox)";
+    enable = mkEnableOption "the payment platform (auth-api, core-api, psp-connector, psp-sandbox, webhook-dispatcher)";
 
     environmentFile = mkOption {
       type = types.nullOr types.path;
@@ -134,6 +134,19 @@ in
         default = "http://127.0.0.1:${toString cfg.sandbox.port}";
         defaultText = "the local psp-sandbox";
         description = "PSP_URL: where charges are sent.";
+      };
+    };
+
+    webhookDispatcher = {
+      basePort = mkOption {
+        type = types.port;
+        default = 7600;
+        description = "Replica N of webhook-dispatcher serves its health endpoints on basePort + N.";
+      };
+      replicas = mkOption {
+        type = types.ints.unsigned;
+        default = 1;
+        description = "Number of webhook-dispatcher units (payment-webhook-dispatcher-N), consumers of one Redis consumer group; 0 delivers no webhooks. Webhook endpoints may have any http(s) host (WEBHOOK_PUBLIC_URLS is set for core-api).";
       };
     };
 
@@ -213,6 +226,8 @@ in
             environment = {
               CORE_API_ADDR = "127.0.0.1:${toString (cfg.coreApi.basePort + n)}";
               REDIS_URL = redisUrl;
+              # A deployment delivers webhooks to its merchants' servers.
+              WEBHOOK_PUBLIC_URLS = "true";
             };
           };
         }) cfg.coreApi.replicas
@@ -231,6 +246,20 @@ in
             };
           };
         }) cfg.pspConnector.replicas
+      )
+      // lib.listToAttrs (
+        lib.genList (n: {
+          name = "payment-webhook-dispatcher-${toString n}";
+          value = mkUnit {
+            description = "Payment platform: webhook-dispatcher replica ${toString n}";
+            package = packages.webhook-dispatcher;
+            environment = {
+              WEBHOOK_DISPATCHER_ADDR = "127.0.0.1:${toString (cfg.webhookDispatcher.basePort + n)}";
+              WEBHOOK_CONSUMER_NAME = "webhook-dispatcher-${toString n}";
+              REDIS_URL = redisUrl;
+            };
+          };
+        }) cfg.webhookDispatcher.replicas
       )
       // lib.optionalAttrs cfg.caddy.enable {
         caddy.environment = {
