@@ -19,7 +19,8 @@ pub use configuration::Config;
 use axum::extract::FromRef;
 use axum::routing::get;
 use platform::Shutdown;
-use platform::auth::TokenVerifier;
+use platform::access::api_key::ApiKeyVerifier;
+use platform::auth::{CallerVerifier, TokenVerifier};
 use platform::config::RuntimeConfig;
 use platform::health::Readiness;
 use platform::redis::Redis;
@@ -29,15 +30,16 @@ use platform::server::{Server, Started};
 #[derive(Clone)]
 pub struct AppState {
     pub redis: Redis,
-    pub verifier: TokenVerifier,
+    /// User tokens and API keys.
+    pub callers: CallerVerifier,
     pub fingerprinter: idempotency::Fingerprinter,
     /// Seals the card in each queue message.
     pub card_key: platform::crypto::CardKey,
 }
 
-impl FromRef<AppState> for TokenVerifier {
+impl FromRef<AppState> for CallerVerifier {
     fn from_ref(state: &AppState) -> Self {
-        state.verifier.clone()
+        state.callers.clone()
     }
 }
 
@@ -59,7 +61,10 @@ pub async fn build(
     let redis = Redis::connect(&config.redis_url)?;
     let state = AppState {
         redis: redis.clone(),
-        verifier: TokenVerifier::new(&config.jwt_secret),
+        callers: CallerVerifier {
+            tokens: TokenVerifier::new(&config.jwt_secret),
+            api_keys: Some(ApiKeyVerifier::new(redis.clone())),
+        },
         fingerprinter: idempotency::Fingerprinter::new(config.jwt_secret.as_bytes()),
         card_key: config.card_encryption_key.clone(),
     };

@@ -216,6 +216,7 @@ fn seed_succeeded(app: &App, customer: &str, count: usize) -> Vec<String> {
 async fn combined_filters_scan_a_bounded_slice_and_resume_with_a_cursor() {
     let app = App::start().await;
     let alice = app.alice();
+    app.link("acme", "alice", &["cus_big"]);
     let seeded = seed_succeeded(&app, "cus_big", 20_000);
     // Three real failures among them, found by following the cursor.
     let mut conn = app.redis.connection();

@@ -36,7 +36,8 @@ use crate::idempotency::{self, Entry, Replay};
             ("Idempotent-Replayed" = String, description = "`true` on a replayed response"),
          )),
         (status = 400, description = "`malformed_body` (not JSON) or `invalid_idempotency_key` (malformed, or more than one `Idempotency-Key` header)", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `token_invalid` or `token_expired`", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `token_invalid`, `token_expired` or `api_key_invalid` (unknown or revoked key)", body = ErrorBody),
+        (status = 403, description = "`customer_not_permitted`: a user token, and `customer_id` missing or not linked to the user (an API key may use any customer)", body = ErrorBody),
         (status = 409, description = "`request_in_progress`: the first request with this key is still being handled", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
@@ -55,6 +56,16 @@ pub async fn create_transaction(
         ApiError::bad_request(error.code, error.message).with_param("Idempotency-Key")
     })?;
     let new = request.validate()?;
+    // A user acts only for the customers linked to them (an API key for
+    // every customer of its merchant).
+    let link_key = match caller.user() {
+        Some(user) if new.customer_id.is_some() => Some(platform::access::keys::user_customers(
+            &caller.merchant,
+            user,
+        )),
+        Some(_) => return Err(customer_not_permitted()),
+        None => None,
+    };
     let mut conn = state.redis.conn();
 
     // With a key: the fingerprint of this body and a fresh claim marker.
@@ -106,49 +117,73 @@ pub async fn create_transaction(
                 }
                 .encode(),
             });
-    let create = store::create_command(&record, idempotency_write.as_ref());
+    let link = link_key.as_deref().map(|set_key| store::RequiredLink {
+        set_key,
+        customer: new.customer_id.as_ref().map_or("", |c| c.as_str()),
+    });
+    let create = store::create_command(&record, idempotency_write.as_ref(), link.as_ref());
 
-    // One round trip: [claim,] create.
+    // One round trip: [is linked,] [claim,] create. A user not linked to
+    // the customer gets 403 even when the key was used before (by whoever
+    // of the merchant): a replay would show the transaction.
     let mut pipeline = redis::pipe();
-    let result = match &claim {
-        Some((redis_key, marker, fingerprint)) => {
-            pipeline
-                .add_command(idempotency::claim_command(redis_key, marker))
-                .add_command(create);
-            match store::run_scripts::<_, (Option<String>, String)>(
-                &mut conn,
-                &pipeline,
-                &[&*store::CREATE],
-            )
+    if let Some(link) = &link {
+        pipeline
+            .cmd("SISMEMBER")
+            .arg(link.set_key)
+            .arg(link.customer);
+    }
+    if let Some((redis_key, marker, _)) = &claim {
+        pipeline.add_command(idempotency::claim_command(redis_key, marker));
+    }
+    pipeline.add_command(create);
+    let result =
+        store::run_scripts::<_, Vec<redis::Value>>(&mut conn, &pipeline, &[&*store::CREATE])
             .await
-            {
-                // The key was taken: the create wrote nothing; answer from
-                // what is there. (Our own marker means a retried pipeline.)
-                Ok((Some(existing), _)) if &existing != marker => {
-                    let replay = idempotency::answer_from(&existing, fingerprint)?;
-                    return Ok(replayed(replay));
-                }
-                Ok((_, outcome)) => Ok(CreateOutcome::from_reply(&outcome)),
-                Err(error) => Err(error),
-            }
-        }
-        None => {
-            pipeline.add_command(create);
-            store::run_scripts::<_, (String,)>(&mut conn, &pipeline, &[&*store::CREATE])
-                .await
-                .map(|(outcome,)| CreateOutcome::from_reply(&outcome))
-        }
-    };
-    match result {
-        Ok(CreateOutcome::Created) => {}
-        Ok(CreateOutcome::ClaimLost) => return Err(idempotency::in_progress()),
-        Ok(CreateOutcome::Refused(reason)) => {
-            release(&mut conn, claim.as_ref()).await;
-            return Err(ApiError::internal(format!("create refused: {reason}")));
-        }
+            .and_then(|mut replies| {
+                let outcome: String =
+                    redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?;
+                let existing: Option<String> = match &claim {
+                    Some(_) => redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?,
+                    None => None,
+                };
+                let linked = match &link {
+                    Some(_) => redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?,
+                    None => true,
+                };
+                Ok((linked, existing, CreateOutcome::from_reply(&outcome)))
+            });
+    let (linked, existing, outcome) = match result {
+        Ok(replies) => replies,
         Err(error) => {
             release(&mut conn, claim.as_ref()).await;
             return Err(error.into());
+        }
+    };
+    match outcome {
+        CreateOutcome::Created => {}
+        CreateOutcome::CustomerNotPermitted => {
+            release(&mut conn, claim.as_ref()).await;
+            return Err(customer_not_permitted());
+        }
+        CreateOutcome::ClaimLost => {
+            // The key was taken: the create wrote nothing; answer from what
+            // is there, unless this user may not see it. (Our own marker
+            // means a retried pipeline, and then the claim was lost since.)
+            if let (Some((_, marker, fingerprint)), Some(existing)) = (&claim, &existing)
+                && existing != marker
+            {
+                if !linked {
+                    return Err(customer_not_permitted());
+                }
+                let replay = idempotency::answer_from(existing, fingerprint)?;
+                return Ok(replayed(replay));
+            }
+            return Err(idempotency::in_progress());
+        }
+        CreateOutcome::Refused(reason) => {
+            release(&mut conn, claim.as_ref()).await;
+            return Err(ApiError::internal(format!("create refused: {reason}")));
         }
     }
     tracing::info!(
@@ -160,6 +195,16 @@ pub async fn create_transaction(
         "transaction accepted"
     );
     Ok(accepted(StatusCode::ACCEPTED, &location, body))
+}
+
+fn customer_not_permitted() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        platform::http::ErrorType::InvalidRequest,
+        "customer_not_permitted",
+        "this user may create transactions only for a customer_id linked to them",
+    )
+    .with_param("customer_id")
 }
 
 async fn release(
@@ -181,7 +226,7 @@ fn new_transaction(id: &TransactionId, caller: &Caller, new: &NewTransaction) ->
         customer_id: new.customer_id.as_ref().map(|c| c.as_str().to_owned()),
         reference: new.reference.as_ref().map(|r| r.as_str().to_owned()),
         merchant_id: caller.merchant.clone(),
-        created_by: caller.user.clone(),
+        created_by: caller.actor().to_owned(),
         payment_method: PaymentMethod {
             kind: "card".to_owned(),
             brand: new.card.brand().as_str().to_owned(),
