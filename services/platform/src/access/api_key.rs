@@ -118,10 +118,12 @@ pub fn is_key_id(text: &str) -> bool {
     })
 }
 
-/// Whether `text` is shaped like an API key (as opposed to a JWT): what
-/// decides which check a bearer credential gets.
+/// Whether `text` is meant as an API key (as opposed to a JWT): what
+/// decides which check a bearer credential gets, and so which 401 code a
+/// bad one gets. Any letter case: `SK_TEST_…` is a mangled key, not a token.
 pub fn looks_like_api_key(text: &str) -> bool {
-    text.starts_with("sk_")
+    text.get(..3)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("sk_"))
 }
 
 /// The hash of `text` if it has exactly a key's form; `None` otherwise,
