@@ -217,7 +217,7 @@ async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
         &http,
         &gateway,
         &token,
-        &client::payment("4000000000000119", "cus_queue", "queue-failed"),
+        &client::payment("4000000000000119", "cus_1", "queue-failed"),
     )
     .await;
     let outcome = client::wait_all_final(
@@ -251,7 +251,7 @@ async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
         &http,
         &gateway,
         &token,
-        &client::payment("4242424242424242", "cus_queue", "queue-kept"),
+        &client::payment("4242424242424242", "cus_1", "queue-kept"),
     )
     .await;
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")

@@ -45,7 +45,7 @@ async fn readme_walkthrough_works_verbatim() {
         .unwrap_or_else(|e| {
             panic!("walkthrough output is not a sequence of JSON bodies ({e}):\n{stdout}")
         });
-    assert_eq!(bodies.len(), 6, "six calls print a body:\n{stdout}");
+    assert_eq!(bodies.len(), 10, "ten calls print a body:\n{stdout}");
     let token = &bodies[0];
     assert_eq!(token["token_type"], "Bearer");
     let paid = &bodies[1];
@@ -67,5 +67,19 @@ async fn readme_walkthrough_works_verbatim() {
     assert_eq!(only_declined["data"].as_array().unwrap().len(), 1);
     assert_eq!(only_declined["data"][0]["id"], declined["id"]);
     assert_eq!(only_declined["data"][0]["status"], "declined");
+    let paid_with_key = &bodies[6];
+    assert!(
+        paid_with_key["created_by"]
+            .as_str()
+            .is_some_and(|by| by.starts_with("key_")),
+        "{paid_with_key}"
+    );
+    let linked = &bodies[7];
+    assert_eq!(linked["customers"], serde_json::json!(["cus_2", "cus_7"]));
+    let carols = &bodies[8];
+    assert_eq!(carols["data"].as_array().unwrap().len(), 1, "{carols}");
+    assert_eq!(carols["data"][0]["id"], paid_with_key["id"]);
+    let revoked = &bodies[9];
+    assert_eq!(revoked["deleted"], true);
     e2e::client::assert_no_secrets_in_logs(&stack, &[token["access_token"].as_str().unwrap()]);
 }
