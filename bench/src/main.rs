@@ -11,6 +11,7 @@
 //! `BENCH_BOOTS` (stack boots for the start-up figure, default 3),
 //! `BENCH_OUT` (the JSON file).
 
+mod api_key_rate;
 mod cpu;
 mod driver;
 mod reference;
@@ -442,6 +443,14 @@ async fn run() -> anyhow::Result<()> {
     let client = driver::client();
     let alice = driver::Tokens::new(&client, &gateway, "alice");
     let bob = driver::Tokens::new(&client, &gateway, "bob");
+    // A user token pays only for customers linked to its user.
+    let (alices, bobs): (&[&str], &[&str]) = (&["cus_load", BIG_CUSTOMER], &[SMALL_CUSTOMER]);
+    api_key_rate::link_customers(
+        &client,
+        &gateway,
+        &[("alice", "alice", alices), ("bob", "bob", bobs)],
+    )
+    .await?;
     let mut redis = redis::Client::open(stack.redis_url())?
         .get_multiplexed_async_connection()
         .await?;
@@ -720,6 +729,21 @@ async fn run() -> anyhow::Result<()> {
         cpu::describe(&direct_platform_cpu)
     ));
 
+    log("POST /transactions through Caddy: alice's JWT beside an API key");
+    let key_vs_token = api_key_rate::measure(
+        &client,
+        &api_key_rate::Setup {
+            script: &script,
+            gateway: &gateway,
+            seconds,
+            threads: WRK_THREADS,
+            connections: CONNECTIONS,
+            run_id: &run_id,
+        },
+        "cus_load",
+    )
+    .await?;
+
     // Settle: the reference first (Redis is quiet), then release the
     // connectors on the backlog and time it to the last final status.
     log("redis-benchmark XADD, then settling the backlog");
@@ -767,7 +791,7 @@ async fn run() -> anyhow::Result<()> {
     let caddy_ratio = caddy_platform.rate() / caddy_ref.rate();
     let direct_ratio = direct_platform.rate() / direct_ref.rate();
     let list_ratio = big_p50 / small_p50;
-    let rows = vec![
+    let mut rows = vec![
         Row {
             scenario: format!("`POST /transactions` through Caddy, {CONNECTIONS} connections"),
             figure: format!(
@@ -871,6 +895,7 @@ async fn run() -> anyhow::Result<()> {
             met: memory_mb <= 150.0,
         },
     ];
+    rows.push(key_vs_token.row(CONNECTIONS));
     let table = report::markdown(&rows);
 
     let figures = |f: &wrk::Figures| {
@@ -942,6 +967,7 @@ async fn run() -> anyhow::Result<()> {
                 "met": rows[8].met,
             },
         },
+        "post_with_api_key": key_vs_token.json(),
         "table_markdown": table,
     });
     if let Some(dir) = settings.out.parent() {
