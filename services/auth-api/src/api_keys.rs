@@ -246,6 +246,7 @@ pub async fn list_api_keys(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Revoked", body = RevokedApiKey),
+        (status = 400, description = "`invalid_path`: the gateway refuses a path holding an encoded slash, backslash or NUL", body = ErrorBody),
         (status = 401, description = "`missing_token`, `token_invalid`, `token_expired` or `api_key_invalid`", body = ErrorBody),
         (status = 403, description = "`user_token_required` or `not_permitted`", body = ErrorBody),
         (status = 404, description = "`api_key_not_found`: no such live key of this merchant", body = ErrorBody),

@@ -106,6 +106,7 @@ async fn answer(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user's customers", body = UserCustomers),
+        (status = 400, description = "`invalid_path`: the gateway refuses a path holding an encoded slash, backslash or NUL", body = ErrorBody),
         (status = 401, description = "`missing_token`, `token_invalid`, `token_expired` or `api_key_invalid`", body = ErrorBody),
         (status = 403, description = "`api_key_required`: a user token cannot read or change links", body = ErrorBody),
         (status = 404, description = "`user_not_found`: no such user of this merchant", body = ErrorBody),
@@ -152,6 +153,7 @@ fn link_path(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Linked; the user's customers", body = UserCustomers),
+        (status = 400, description = "`invalid_path`: the gateway refuses a path holding an encoded slash, backslash or NUL", body = ErrorBody),
         (status = 401, description = "`missing_token`, `token_invalid`, `token_expired` or `api_key_invalid`", body = ErrorBody),
         (status = 403, description = "`api_key_required`: a user token cannot change links", body = ErrorBody),
         (status = 404, description = "`user_not_found`", body = ErrorBody),
@@ -197,6 +199,7 @@ pub async fn link_customer(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Unlinked; the user's remaining customers", body = UserCustomers),
+        (status = 400, description = "`invalid_path`: the gateway refuses a path holding an encoded slash, backslash or NUL", body = ErrorBody),
         (status = 401, description = "`missing_token`, `token_invalid`, `token_expired` or `api_key_invalid`", body = ErrorBody),
         (status = 403, description = "`api_key_required`", body = ErrorBody),
         (status = 404, description = "`user_not_found`", body = ErrorBody),
