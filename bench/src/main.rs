@@ -444,7 +444,8 @@ async fn run() -> anyhow::Result<()> {
     let alice = driver::Tokens::new(&client, &gateway, "alice");
     let bob = driver::Tokens::new(&client, &gateway, "bob");
     // A user token pays only for customers linked to its user.
-    let (alices, bobs): (&[&str], &[&str]) = (&["cus_load", BIG_CUSTOMER], &[SMALL_CUSTOMER]);
+    let (alices, bobs): (&[&str], &[&str]) =
+        (&["cus_load", "cus_e2e", BIG_CUSTOMER], &[SMALL_CUSTOMER]);
     api_key_rate::link_customers(
         &client,
         &gateway,

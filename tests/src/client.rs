@@ -8,14 +8,18 @@ use serde_json::{Value, json};
 
 use crate::stack::Stack;
 
-/// The test cards of the PSP Sandbox (README, after the walkthrough): none may ever reach a log.
-pub const TEST_CARDS: &[&str] = &[
-    "4242424242424242",
-    "4000000000000002",
-    "4000000000009995",
-    "4000000000000069",
-    "4000000000000119",
-];
+pub use psp_sandbox::cards::{
+    APPROVED, DECLINED, EXPIRED_CARD, INSUFFICIENT_FUNDS, PROCESSING_ERROR,
+};
+
+/// The numbers of the PSP Sandbox's test cards (README, after the
+/// walkthrough): none may ever reach a log.
+pub fn test_cards() -> Vec<&'static str> {
+    psp_sandbox::cards::TEST_CARDS
+        .iter()
+        .map(|(number, _)| *number)
+        .collect()
+}
 
 /// The dev users' password (config/users.toml, DEV ONLY).
 pub const DEV_PASSWORD: &str = "password";
@@ -37,6 +41,14 @@ pub fn http_client() -> reqwest::Client {
 /// Redis coming back after a fault) is retried for up to 10 s, as a client
 /// would.
 pub async fn login(client: &reqwest::Client, gateway: &str, user: &str) -> String {
+    login_response(client, gateway, user).await["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+/// The whole `POST /auth/token` answer of [`login`].
+pub async fn login_response(client: &reqwest::Client, gateway: &str, user: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     let response = loop {
         let response = client
@@ -52,11 +64,7 @@ pub async fn login(client: &reqwest::Client, gateway: &str, user: &str) -> Strin
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(response.status(), 200, "login of {user}");
-    let body: Value = response.json().await.expect("token JSON");
-    body["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned()
+    response.json().await.expect("token JSON")
 }
 
 /// A valid payment body with `card`.
@@ -139,6 +147,25 @@ pub async fn fetch(
     }
     assert_eq!(response.status(), 200);
     Some(response.json().await.expect("transaction JSON"))
+}
+
+/// Polls one transaction until it is final (within 20 s, one token).
+pub async fn wait_final(client: &reqwest::Client, gateway: &str, token: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let transaction = fetch(client, gateway, token, id)
+            .await
+            .unwrap_or_else(|| panic!("{id} not found"));
+        if FINAL.contains(&transaction["status"].as_str().unwrap_or_default()) {
+            return transaction;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} still {}",
+            transaction["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls every id until all are final; returns them in order. Tokens live
@@ -245,7 +272,7 @@ pub fn assert_no_secrets_in_logs(stack: &Stack, secrets: &[&str]) {
     for name in stack.process_names() {
         let log = stack.log(name);
         for (n, line) in log.lines().enumerate() {
-            for card in TEST_CARDS {
+            for card in test_cards() {
                 assert!(
                     !line.contains(card),
                     "{} log line {} holds card {card}: {line}",

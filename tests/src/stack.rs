@@ -18,6 +18,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use redis::Commands;
+
 use crate::supervisor::{self, Api, ProcessState};
 
 /// How long the whole stack may take to become ready.
@@ -551,11 +553,44 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Every key in the stack's Redis that [`platform::keyspace`] does not
+    /// own, and the patterns of those it does; empty when Redis is not
+    /// reachable (a test that stopped it).
+    pub fn audit_keyspace(&self) -> (Vec<String>, std::collections::BTreeSet<&'static str>) {
+        let mut unowned = Vec::new();
+        let mut patterns = std::collections::BTreeSet::new();
+        let Ok(client) = redis::Client::open(self.redis_url()) else {
+            return (unowned, patterns);
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return (unowned, patterns);
+        };
+        let Ok(keys) = conn.scan::<String>() else {
+            return (unowned, patterns);
+        };
+        for key in keys.filter_map(Result::ok) {
+            match platform::keyspace::owner(&key) {
+                Some(pattern) => {
+                    patterns.insert(pattern);
+                }
+                None => unowned.push(key),
+            }
+        }
+        (unowned, patterns)
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("stack logs at failure:\n{}", self.all_logs());
         }
+        // Every stack of the suite checks that nothing wrote a key the
+        // keyspace module does not own.
+        let (unowned, _) = self.audit_keyspace();
+        let unowned_message = (!unowned.is_empty())
+            .then(|| format!("keys not owned by platform::keyspace: {unowned:?}"));
         let pids: Vec<u32> = self
             .api
             .processes()
@@ -589,6 +624,11 @@ impl Drop for Stack {
                 .args(["kill-session", "-t", session])
                 .stderr(Stdio::null())
                 .status();
+        }
+        if let Some(message) = unowned_message
+            && !std::thread::panicking()
+        {
+            panic!("{message}");
         }
     }
 }

@@ -19,6 +19,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use e2e::client;
+use e2e::client::{APPROVED, PROCESSING_ERROR};
 use e2e::stack::{Stack, StackOptions};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -189,7 +190,7 @@ fn xlen(redis: &mut redis::Connection, stream: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
-    use platform::queue::{DEAD_LETTER_STREAM, PAYLOAD_FIELD, STREAM};
+    use platform::keyspace::{DEAD_LETTER_STREAM, PAYLOAD_FIELD, RETRY_SET, STREAM};
     let (node, script) = browser_test_prerequisites();
     // Two quick attempts, so a payment the PSP keeps failing is failed and
     // dead-lettered within a second.
@@ -217,7 +218,7 @@ async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
         &http,
         &gateway,
         &token,
-        &client::payment("4000000000000119", "cus_1", "queue-failed"),
+        &client::payment(PROCESSING_ERROR, "cus_1", "queue-failed"),
     )
     .await;
     let outcome = client::wait_all_final(
@@ -251,7 +252,7 @@ async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
         &http,
         &gateway,
         &token,
-        &client::payment("4242424242424242", "cus_1", "queue-kept"),
+        &client::payment(APPROVED, "cus_1", "queue-kept"),
     )
     .await;
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
@@ -300,7 +301,7 @@ async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
         .as_millis() as u64
         + 3_600_000;
     let _: () = redis::cmd("ZADD")
-        .arg(core_api::admin::RETRY_SET)
+        .arg(RETRY_SET)
         .arg(due)
         .arg(retry)
         .query(&mut redis)
@@ -317,7 +318,7 @@ async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
     }
     let output = run_browser_with(&node, &script, &gateway, "queue", &env).await;
     let _: () = redis::cmd("ZREM")
-        .arg(core_api::admin::RETRY_SET)
+        .arg(RETRY_SET)
         .arg(retry)
         .query(&mut redis)
         .unwrap();
@@ -339,12 +340,6 @@ async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
     let stats = client::sandbox_stats(&http, &stack).await;
     assert_eq!(stats["max_charges_per_key"], 1, "{stats}");
     client::assert_no_secrets_in_logs(&stack, &[&token]);
-}
-
-/// The admin view reads the retry schedule under the connector's key.
-#[test]
-fn the_queue_view_reads_the_connectors_retry_key() {
-    assert_eq!(core_api::admin::RETRY_SET, psp_connector::stream::RETRY_SET);
 }
 
 // ---------------------------------------------------------------- reload
@@ -662,4 +657,20 @@ fn dev_reload_restarts_only_the_changed_binary_one_replica_at_a_time() {
         order[2] == "restarting alpha-1" && order[3].starts_with("alpha-1 ready"),
         "{order:?}"
     );
+}
+
+/// The dashboard's card picker offers exactly the sandbox's test cards, in
+/// its order.
+#[test]
+fn the_dashboard_offers_the_sandboxs_test_cards() {
+    let html =
+        std::fs::read_to_string(e2e::repo_root().join("dashboard/public/index.html")).unwrap();
+    let start = html.find("<select id=\"card\"").expect("the card picker");
+    let picker = &html[start..start + html[start..].find("</select>").unwrap()];
+    let offered: Vec<&str> = picker
+        .split("<option value=\"")
+        .skip(1)
+        .map(|option| &option[..option.find('"').unwrap()])
+        .collect();
+    assert_eq!(offered, client::test_cards());
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::client::{self, http_client, payment};
+use e2e::client::{APPROVED, DECLINED, PROCESSING_ERROR};
 use e2e::stack::{Stack, StackOptions};
 use platform::auth::{JwtSecret, TokenIssuer};
 use serde_json::Value;
@@ -42,7 +43,7 @@ async fn redis_killed_with_payments_in_flight_loses_no_accepted_payment() {
     let http = http_client();
     let token = dev_token(&stack, "alice", "acme");
     let customer = "cus_1".to_owned();
-    let body = payment("4242424242424242", &customer, "redis-crash");
+    let body = payment(APPROVED, &customer, "redis-crash");
 
     // Accepted well before the crash (past the everysec fsync).
     let mut accepted: BTreeMap<String, String> = BTreeMap::new(); // key → id
@@ -275,7 +276,7 @@ async fn rolling_restart_of_core_api_under_load_fails_no_request() {
                 tasks.spawn(async move {
                     let _permit = permit;
                     let (request, result) = if n.is_multiple_of(2) {
-                        let body = payment("4242424242424242", "cus_1", &format!("r-{n}"));
+                        let body = payment(APPROVED, "cus_1", &format!("r-{n}"));
                         (
                             "POST /transactions",
                             client::create(&http, &gateway, &token, &body).await,
@@ -403,13 +404,13 @@ async fn connector_crash_storm_settles_everything_and_charges_once() {
     // Card per payment: most approved, every 10th declined, every 100th
     // answered 503 until the connector gives up (failed).
     let card_of = |i: usize| match (i % 10, i % 100) {
-        (_, 1) => "4000000000000119",
-        (0, _) => "4000000000000002",
-        _ => "4242424242424242",
+        (_, 1) => PROCESSING_ERROR,
+        (0, _) => DECLINED,
+        _ => APPROVED,
     };
     let expected_of = |card: &str| match card {
-        "4000000000000119" => "failed",
-        "4000000000000002" => "declined",
+        PROCESSING_ERROR => "failed",
+        DECLINED => "declined",
         _ => "succeeded",
     };
 

@@ -4,77 +4,20 @@
 
 use std::time::{Duration, Instant};
 
+use e2e::client::{self, APPROVED, DECLINED, login, payment, wait_final};
 use e2e::stack::Stack;
 use serde_json::{Value, json};
 
-async fn login(client: &reqwest::Client, gateway: &str, user: &str) -> String {
-    // What `http --form post :8000/auth/token username=… password=…` sends.
-    let response = client
-        .post(format!("{gateway}/auth/token"))
-        .header(
-            "content-type",
-            "application/x-www-form-urlencoded; charset=utf-8",
-        )
-        .body(format!("username={user}&password=password"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["token_type"], "Bearer");
-    assert_eq!(body["expires_in"], 30);
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
-fn payment(card: &str, customer: &str, reference: &str) -> Value {
-    json!({
-        "amount": 1299,
-        "currency": "EUR",
-        "customer_id": customer,
-        "reference": reference,
-        "payment_method": {"type": "card", "number": card, "expiry_month": 12, "expiry_year": 2030, "cvc": "123"},
-        "metadata": {"source": "e2e"}
-    })
-}
-
+/// `POST /transactions` with a fresh Idempotency-Key.
 async fn create(
     client: &reqwest::Client,
     gateway: &str,
     token: &str,
     body: &Value,
 ) -> reqwest::Response {
-    client
-        .post(format!("{gateway}/transactions"))
-        .bearer_auth(token)
-        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-        .json(body)
-        .send()
+    client::create(client, gateway, token, body)
         .await
-        .unwrap()
-}
-
-async fn wait_final(client: &reqwest::Client, gateway: &str, token: &str, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let transaction: Value = client
-            .get(format!("{gateway}/transactions/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let status = transaction["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if ["succeeded", "declined", "failed"].contains(&status.as_str()) {
-            return transaction;
-        }
-        assert!(Instant::now() < deadline, "{id} still {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .expect("POST /transactions")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,14 +26,18 @@ async fn merchant_pays_and_lists_through_the_gateway() {
     eprintln!("stack ready in {:?}", stack.boot_time);
     let gateway = stack.gateway();
     let client = reqwest::Client::new();
-    let token = login(&client, &gateway, "alice").await;
+    // What `http --form post :8000/auth/token username=… password=…` gets.
+    let issued = client::login_response(&client, &gateway, "alice").await;
+    assert_eq!(issued["token_type"], "Bearer");
+    assert_eq!(issued["expires_in"], 30);
+    let token = issued["access_token"].as_str().unwrap().to_owned();
 
     let customer = "cus_1".to_owned();
     let response = create(
         &client,
         &gateway,
         &token,
-        &payment("4242424242424242", &customer, "order-1"),
+        &payment(APPROVED, &customer, "order-1"),
     )
     .await;
     assert_eq!(response.status(), 202);
@@ -109,7 +56,7 @@ async fn merchant_pays_and_lists_through_the_gateway() {
         created["payment_method"],
         json!({"type": "card", "brand": "visa", "last4": "4242"})
     );
-    assert!(!created.to_string().contains("4242424242424242"));
+    assert!(!created.to_string().contains(APPROVED));
 
     let settled = wait_final(&client, &gateway, &token, &id).await;
     assert_eq!(settled["status"], "succeeded", "{settled}");
@@ -118,7 +65,7 @@ async fn merchant_pays_and_lists_through_the_gateway() {
         &client,
         &gateway,
         &token,
-        &payment("4000000000000002", &customer, "order-2"),
+        &payment(DECLINED, &customer, "order-2"),
     )
     .await;
     assert_eq!(declined.status(), 202);
@@ -238,7 +185,7 @@ async fn killing_a_core_api_replica_fails_no_request() {
     let gateway = stack.gateway();
     let client = reqwest::Client::new();
     let token = login(&client, &gateway, "alice").await;
-    let body = payment("4242424242424242", "cus_1", "order-kill");
+    let body = payment(APPROVED, "cus_1", "order-kill");
 
     // 500 sequential POSTs and lists; the replica dies after 100 (and is
     // dead, as process-compose saw it, before the next request: one sent

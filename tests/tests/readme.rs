@@ -83,3 +83,38 @@ async fn readme_walkthrough_works_verbatim() {
     assert_eq!(revoked["deleted"], true);
     e2e::client::assert_no_secrets_in_logs(&stack, &[token["access_token"].as_str().unwrap()]);
 }
+
+/// The README's test-card paragraph names every card the sandbox has, with
+/// its outcome, and no other.
+#[test]
+fn the_readme_lists_the_sandboxs_test_cards() {
+    use psp_sandbox::cards::{Decision, TEST_CARDS};
+    let readme = std::fs::read_to_string(e2e::repo_root().join("README.md")).unwrap();
+    let start = readme
+        .find("Test cards (PSP Sandbox):")
+        .expect("the test-card paragraph");
+    let paragraph = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+    let flat = paragraph.replace('\n', " ");
+    for (number, decision) in TEST_CARDS {
+        let after = flat
+            .split(&format!("`{number}`"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{number} is not in the README: {paragraph}"));
+        let outcome = after.split(';').next().unwrap();
+        let expected = match decision {
+            Decision::Approved => "approved".to_owned(),
+            Decision::Declined(code) => format!("`{code}`"),
+            Decision::ProcessingError => "503".to_owned(),
+        };
+        assert!(
+            outcome.contains(&expected),
+            "{number}: README says {outcome:?}, the sandbox {expected}"
+        );
+    }
+    let listed = flat.matches("`4").count();
+    assert_eq!(
+        listed,
+        TEST_CARDS.len(),
+        "README lists other cards: {paragraph}"
+    );
+}

@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::client::{self, TEST_CARDS, http_client, login, payment};
+use e2e::client::{self, http_client, login, payment, test_cards};
 use e2e::stack::{Stack, StackOptions};
 use serde_json::json;
 
@@ -158,6 +158,7 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
     }
     let token = login(&http, &gateway, "alice").await;
     // An API key: created, paid with, sent truncated, revoked.
+    let cards = test_cards();
     let (api_key, api_key_id) = client::create_api_key(&http, &gateway, "alice").await;
     let truncated_key = &api_key[..api_key.len() - 1];
     let mut ids = vec![
@@ -165,7 +166,7 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
             &http,
             &gateway,
             &api_key,
-            &payment(TEST_CARDS[0], "cus_1", "secrets-key"),
+            &payment(cards[0], "cus_1", "secrets-key"),
         )
         .await,
     ];
@@ -173,7 +174,7 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
         &http,
         &gateway,
         truncated_key,
-        &payment(TEST_CARDS[0], "cus_1", "x"),
+        &payment(cards[0], "cus_1", "x"),
     )
     .await
     .unwrap();
@@ -185,33 +186,33 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    for (i, card) in TEST_CARDS.iter().enumerate() {
+    for (i, card) in cards.iter().enumerate() {
         let body = payment(card, "cus_1", &format!("secrets-{i}"));
         ids.push(client::create_accepted(&http, &gateway, &token, &body).await);
     }
     // A replay and a reused key, which compare fingerprints of the card.
-    let body = payment(TEST_CARDS[0], "cus_1", "secrets-replay");
+    let body = payment(cards[0], "cus_1", "secrets-replay");
     for _ in 0..2 {
         let response = client::create_with_key(&http, &gateway, &token, &body, "secrets-key")
             .await
             .unwrap();
         assert_eq!(response.status(), 202);
     }
-    let reused = payment(TEST_CARDS[1], "cus_1", "secrets-replay");
+    let reused = payment(cards[1], "cus_1", "secrets-replay");
     let response = client::create_with_key(&http, &gateway, &token, &reused, "secrets-key")
         .await
         .unwrap();
     assert_eq!(response.status(), 422);
     // Card numbers where they do not belong.
     for (pointer, value) in [
-        ("/customer_id", json!(TEST_CARDS[0])),
-        ("/reference", json!(TEST_CARDS[1])),
-        ("/payment_method/cvc", json!(TEST_CARDS[2])),
+        ("/customer_id", json!(cards[0])),
+        ("/reference", json!(cards[1])),
+        ("/payment_method/cvc", json!(cards[2])),
         (
             "/payment_method/number",
-            json!(TEST_CARDS[3].parse::<u64>().unwrap()),
+            json!(cards[3].parse::<u64>().unwrap()),
         ),
-        ("/amount", json!(TEST_CARDS[4])),
+        ("/amount", json!(cards[4])),
     ] {
         let mut body = payment("4242424242424241", "cus_1", "secrets-bad");
         *body.pointer_mut(pointer).unwrap() = value;
@@ -220,7 +221,7 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
             .unwrap();
         assert_eq!(response.status(), 422, "{pointer}");
         let text = response.text().await.unwrap();
-        for card in TEST_CARDS {
+        for card in &cards {
             assert!(!text.contains(card), "error body echoes a card: {text}");
         }
     }
@@ -229,7 +230,7 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
     let response = http
         .get(format!(
             "{gateway}/transactions/{}?customer_id={}",
-            TEST_CARDS[0], TEST_CARDS[1]
+            cards[0], cards[1]
         ))
         .bearer_auth(&token)
         .send()
@@ -237,10 +238,7 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
         .unwrap();
     assert_eq!(response.status(), 404);
     let response = http
-        .get(format!(
-            "{gateway}/transactions?customer_id={}",
-            TEST_CARDS[1]
-        ))
+        .get(format!("{gateway}/transactions?customer_id={}", cards[1]))
         .bearer_auth(&token)
         .send()
         .await
@@ -266,7 +264,7 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
     // gateway replaces it, and masks it in its own access log line.
     let response = http
         .get(format!("{gateway}/transactions?limit=1"))
-        .header("x-request-id", TEST_CARDS[2])
+        .header("x-request-id", cards[2])
         .bearer_auth(&token)
         .send()
         .await

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::client;
+use e2e::client::APPROVED;
 use e2e::stack::{Stack, StackOptions};
 use serde_json::Value;
 
@@ -124,7 +125,7 @@ async fn a_killed_core_api_replica_is_restarted_and_only_requests_in_flight_fail
     let gateway = stack.gateway();
     let http = client::http_client();
     let token = client::login(&http, &gateway, "alice").await;
-    let body = client::payment("4242424242424242", "cus_1", "order-kill");
+    let body = client::payment(APPROVED, "cus_1", "order-kill");
     let before = stack.state("core-api-0");
 
     // Eight clients POST as fast as they can through the gateway, each
@@ -245,9 +246,19 @@ async fn process_compose_down_drains_every_service_to_exit_0_and_frees_every_por
     let names = stack.process_names().to_vec();
 
     let status = tokio::task::block_in_place(|| stack.down());
+    // process-compose 1.85 answers `down`'s POST /project/stop from a
+    // handler that waits for every process; under load that handler can
+    // miss a completion and outlive the project, and then `up` gives up on
+    // its HTTP server's 5 s shutdown and exits 1 after "Project completed",
+    // though every process drained. Only that exit is excused; the exits
+    // and ports below are checked either way.
+    let log = stack.supervisor_log();
+    let upstream_race = log
+        .rsplit_once("Project completed")
+        .is_some_and(|(_, after)| after.contains("context deadline exceeded"));
     assert!(
-        status.is_some_and(|s| s.success()),
-        "process-compose up after down: {status:?}"
+        status.is_some_and(|s| s.success() || (s.code() == Some(1) && upstream_race)),
+        "process-compose up after down: {status:?}\n{log}"
     );
 
     let mut exits: BTreeMap<String, i64> = BTreeMap::new();
@@ -341,7 +352,7 @@ async fn a_redis_outage_longer_than_the_probes_leaves_every_service_running() {
         &http,
         &stack.gateway(),
         &token,
-        &client::payment("4242424242424242", "cus_1", "order-outage"),
+        &client::payment(APPROVED, "cus_1", "order-outage"),
     )
     .await;
     let settled = client::wait_all_final(

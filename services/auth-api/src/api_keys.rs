@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use platform::ApiError;
 use platform::access::api_key::{self, KeyHash};
-use platform::access::keys;
 use platform::auth::Caller;
 use platform::http::{ErrorBody, Json};
+use platform::keyspace;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -26,10 +26,11 @@ pub const MAX_KEYS_PER_MERCHANT: usize = 100;
 pub const MAX_NAME_CHARS: usize = 100;
 
 /// Writes both records of a new key unless the merchant has too many.
-/// KEYS: merchant's keys, hash record. ARGV: id, listing JSON, merchant, max.
+/// KEYS: merchant's keys, hash record. ARGV: id, listing JSON, merchant,
+/// max, then the hash record's field names for the id and the merchant.
 const CREATE_SCRIPT: &str = r#"
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return 'too_many' end
-redis.call('HSET', KEYS[2], 'id', ARGV[1], 'merchant', ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[1], ARGV[6], ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 'ok'
 "#;
@@ -161,12 +162,14 @@ pub async fn create_api_key(
     };
     let listing = serde_json::to_string(&listing).map_err(ApiError::internal)?;
     let outcome: String = CREATE
-        .key(keys::merchant_api_keys(&caller.merchant))
-        .key(keys::api_key_by_hash(&new.hash))
+        .key(keyspace::merchant_api_keys(&caller.merchant))
+        .key(keyspace::api_key_by_hash(&new.hash))
         .arg(&id)
         .arg(&listing)
         .arg(&caller.merchant)
         .arg(MAX_KEYS_PER_MERCHANT)
+        .arg(keyspace::api_key_field::ID)
+        .arg(keyspace::api_key_field::MERCHANT)
         .invoke_async(&mut state.redis.conn())
         .await?;
     if outcome != "ok" {
@@ -193,7 +196,7 @@ pub async fn create_api_key(
 
 async fn listings(state: &AccessState, merchant: &str) -> Result<Vec<(String, Listing)>, ApiError> {
     let raw: Vec<(String, String)> = redis::cmd("HGETALL")
-        .arg(keys::merchant_api_keys(merchant))
+        .arg(keyspace::merchant_api_keys(merchant))
         .query_async(&mut state.redis.conn())
         .await?;
     let mut listings = Vec::with_capacity(raw.len());
@@ -265,7 +268,7 @@ pub async fn revoke_api_key(
     if !api_key::is_key_id(&id) {
         return Err(key_not_found());
     }
-    let merchant_keys = keys::merchant_api_keys(&caller.merchant);
+    let merchant_keys = keyspace::merchant_api_keys(&caller.merchant);
     let json: Option<String> = redis::cmd("HGET")
         .arg(&merchant_keys)
         .arg(&id)
@@ -279,7 +282,7 @@ pub async fn revoke_api_key(
         KeyHash::from_hex(&listing.hash).ok_or_else(|| ApiError::internal("bad key hash"))?;
     let revoked: i64 = REVOKE
         .key(&merchant_keys)
-        .key(keys::api_key_by_hash(&hash))
+        .key(keyspace::api_key_by_hash(&hash))
         .arg(&id)
         .arg(&json)
         .invoke_async(&mut state.redis.conn())

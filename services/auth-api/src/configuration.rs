@@ -49,6 +49,14 @@ impl FromEnv for Config {
         "AUTH_USERS_FILE",
         "AUTH_LOGIN_QUEUE",
     ];
+
+    /// The development JWT secret only in development.
+    fn check(
+        &self,
+        runtime: &platform::config::RuntimeConfig,
+    ) -> Result<(), platform::ConfigError> {
+        platform::auth::refuse_development_secret(&runtime.platform_env, self.jwt_secret.as_bytes())
+    }
 }
 
 /// `AUTH_TOKEN_TTL_SECS`: how long an issued token is valid.

@@ -21,6 +21,7 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use blake2::{Blake2s256, Digest};
+use platform::keyspace::{self, login_field};
 use platform::redis::Redis;
 
 use crate::credentials::Username;
@@ -32,12 +33,11 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// How long an attempt waits for a slot held by checks still in flight.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
-const KEY_PREFIX: &str = "auth:logins:";
-
-/// KEYS[1] the hash; ARGV[1] limit; ARGV[2] window in ms.
+/// KEYS[1] the hash; ARGV[1] limit; ARGV[2] window in ms; ARGV[3], ARGV[4]
+/// the failures and in-flight field names ([`login_field`]).
 /// {1, 0}: slot reserved; {0, ms left}: blocked; {2, 0}: all slots in flight.
 const RESERVE: &str = r"
-local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
+local failures = tonumber(redis.call('HGET', KEYS[1], ARGV[3]) or '0')
 if failures >= tonumber(ARGV[1]) then
   local left = redis.call('PTTL', KEYS[1])
   if left < 0 then
@@ -46,27 +46,28 @@ if failures >= tonumber(ARGV[1]) then
   end
   return {0, left}
 end
-local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight') or '0')
+local inflight = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0')
 if failures + inflight >= tonumber(ARGV[1]) then
   return {2, 0}
 end
-redis.call('HINCRBY', KEYS[1], 'inflight', 1)
+redis.call('HINCRBY', KEYS[1], ARGV[4], 1)
 if redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return {1, 0}
 ";
 
-/// KEYS[1] the hash; ARGV[1] 1 if the login failed; ARGV[2] window in ms.
+/// KEYS[1] the hash; ARGV[1] 1 if the login failed; ARGV[2] window in ms;
+/// ARGV[3], ARGV[4] the failures and in-flight field names.
 /// Frees the slot and, for a failure, counts it; the first failure starts
 /// the window.
 const FINISH: &str = r"
-local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight') or '0')
+local inflight = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0')
 if inflight > 0 then
-  redis.call('HINCRBY', KEYS[1], 'inflight', -1)
+  redis.call('HINCRBY', KEYS[1], ARGV[4], -1)
 end
 if ARGV[1] == '1' then
-  if redis.call('HINCRBY', KEYS[1], 'failures', 1) == 1 then
+  if redis.call('HINCRBY', KEYS[1], ARGV[3], 1) == 1 then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
   end
 end
@@ -124,6 +125,8 @@ impl LoginLimiter {
                 .key(&key)
                 .arg(self.max_failures)
                 .arg(self.window_ms())
+                .arg(login_field::FAILURES)
+                .arg(login_field::IN_FLIGHT)
                 .invoke_async(&mut conn)
                 .await?;
             match outcome {
@@ -155,6 +158,8 @@ impl LoginLimiter {
             .key(key_for(username))
             .arg(u8::from(failed))
             .arg(self.window_ms())
+            .arg(login_field::FAILURES)
+            .arg(login_field::IN_FLIGHT)
             .invoke_async::<i64>(&mut conn)
             .await
             .map(drop)
@@ -164,12 +169,11 @@ impl LoginLimiter {
 /// The Redis hash counting `username`'s attempts: a fixed-length key.
 pub fn key_for(username: &Username) -> String {
     let digest = Blake2s256::digest(username.as_str().as_bytes());
-    let mut key = String::with_capacity(KEY_PREFIX.len() + 32);
-    key.push_str(KEY_PREFIX);
+    let mut hex = String::with_capacity(32);
     for byte in &digest[..16] {
-        write!(key, "{byte:02x}").expect("writing to a String");
+        write!(hex, "{byte:02x}").expect("writing to a String");
     }
-    key
+    keyspace::login_attempts(&hex)
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.

@@ -15,10 +15,10 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use http::StatusCode;
 use platform::ApiError;
-use platform::access::keys;
 use platform::access::links::{self, MAX_CUSTOMERS_PER_USER};
 use platform::auth::Caller;
 use platform::http::{ErrorBody, ErrorType, Json};
+use platform::keyspace;
 use platform::redis::Redis;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -169,7 +169,7 @@ pub async fn link_customer(
 ) -> Result<Json<UserCustomers>, ApiError> {
     let (username, customer_id) = link_path(&caller, &state.users, path)?;
     let linked: i64 = LINK
-        .key(keys::user_customers(&caller.merchant, &username))
+        .key(keyspace::user_customers(&caller.merchant, &username))
         .arg(&customer_id)
         .arg(MAX_CUSTOMERS_PER_USER)
         .invoke_async(&mut state.redis.conn())
@@ -214,7 +214,7 @@ pub async fn unlink_customer(
 ) -> Result<Json<UserCustomers>, ApiError> {
     let (username, customer_id) = link_path(&caller, &state.users, path)?;
     redis::cmd("SREM")
-        .arg(keys::user_customers(&caller.merchant, &username))
+        .arg(keyspace::user_customers(&caller.merchant, &username))
         .arg(&customer_id)
         .query_async::<i64>(&mut state.redis.conn())
         .await?;
@@ -243,8 +243,8 @@ pub async fn seed(redis: Redis, users: Arc<Users>, seeded: Arc<AtomicBool>) {
 async fn seed_once(redis: &Redis, users: &Users) -> redis::RedisResult<()> {
     let mut conn = redis.conn();
     for (merchant, user, customers) in users.seed_links() {
-        let mut invocation = SEED.key(keys::user_links_seeded(merchant, user));
-        invocation.key(keys::user_customers(merchant, user));
+        let mut invocation = SEED.key(keyspace::user_links_seeded(merchant, user));
+        invocation.key(keyspace::user_customers(merchant, user));
         for customer in customers {
             invocation.arg(customer);
         }

@@ -5,13 +5,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use auth_api::{Config, TokenTtl};
-use platform::Shutdown;
 use platform::access::api_key::KeyHash;
-use platform::access::keys;
 use platform::auth::{JwtSecret, TokenIssuer};
-use platform::config::{RuntimeConfig, Secs};
+use platform::keyspace;
 use platform::redis::RedisUrl;
-use platform::testing::RedisServer;
+use platform::testing::{RedisServer, Spawned};
 use redis::Commands;
 use serde_json::{Value, json};
 
@@ -20,7 +18,7 @@ const SECRET: &str = "test-secret-test-secret-test-secret!";
 struct App {
     base: String,
     redis: RedisServer,
-    _shutdown: Shutdown,
+    _served: Spawned,
     client: reqwest::Client,
     issuer: TokenIssuer,
 }
@@ -37,20 +35,11 @@ async fn start_on(redis: RedisServer) -> App {
         )),
         auth_login_queue: None,
     };
-    let runtime = RuntimeConfig {
-        log_format: None,
-        shutdown_timeout_secs: Secs(Duration::from_secs(1)),
-        ..RuntimeConfig::default()
-    };
-    let shutdown = Shutdown::new();
-    let (addr, serve) = auth_api::build(config, runtime, shutdown.clone())
-        .await
-        .expect("auth-api builds");
-    tokio::spawn(serve);
+    let served = Spawned::start(config, auth_api::build).await;
     let app = App {
-        base: format!("http://{addr}"),
+        base: served.url(),
         redis,
-        _shutdown: shutdown,
+        _served: served,
         client: reqwest::Client::new(),
         issuer: TokenIssuer::new(&JwtSecret::new(SECRET).unwrap(), Duration::from_secs(60)),
     };
@@ -141,7 +130,7 @@ async fn the_users_file_links_are_seeded_once() {
     let mut redis = app.redis.connection();
     let members = |redis: &mut redis::Connection, merchant: &str, user: &str| {
         let mut set: Vec<String> = redis
-            .smembers(keys::user_customers(merchant, user))
+            .smembers(keyspace::user_customers(merchant, user))
             .unwrap();
         set.sort();
         set
@@ -151,7 +140,7 @@ async fn the_users_file_links_are_seeded_once() {
     assert_eq!(members(&mut redis, "globex", "bob"), ["cus_1"]);
     // A link removed since is not brought back by a restart.
     let _: i64 = redis
-        .srem(keys::user_customers("acme", "alice"), "cus_2")
+        .srem(keyspace::user_customers("acme", "alice"), "cus_2")
         .unwrap();
     let App { redis: server, .. } = app;
     let again = start_on(server).await;
@@ -185,7 +174,7 @@ async fn api_keys_are_shown_once_stored_as_a_hash_listed_and_revoked() {
     assert!(!dump.contains(&key[8..]), "secret stored:\n{dump}");
     let mut redis = app.redis.connection();
     let record: std::collections::HashMap<String, String> = redis
-        .hgetall(keys::api_key_by_hash(&KeyHash::of(&key)))
+        .hgetall(keyspace::api_key_by_hash(&KeyHash::of(&key)))
         .unwrap();
     assert_eq!(record["id"], id);
     assert_eq!(record["merchant"], "acme");
@@ -225,7 +214,7 @@ async fn api_keys_are_shown_once_stored_as_a_hash_listed_and_revoked() {
         .await;
     assert_eq!((status, &body), (200, &json!({"id": id, "deleted": true})));
     let exists: bool = redis
-        .exists(keys::api_key_by_hash(&KeyHash::of(&key)))
+        .exists(keyspace::api_key_by_hash(&KeyHash::of(&key)))
         .unwrap();
     assert!(!exists);
     let (status, _, _) = app

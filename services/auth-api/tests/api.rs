@@ -1,17 +1,14 @@
 //! The Auth API in-process (`build` on port 0) against a real Redis.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use auth_api::credentials::Username;
 use auth_api::limiter::key_for;
 use auth_api::{Config, TokenTtl};
-use platform::Shutdown;
 use platform::auth::{AUDIENCE, ISSUER, JwtSecret, TokenVerifier};
-use platform::config::{RuntimeConfig, Secs};
 use platform::redis::RedisUrl;
-use platform::testing::RedisServer;
+use platform::testing::{RedisServer, Spawned};
 use redis::Commands;
 use serde_json::{Value, json};
 
@@ -25,9 +22,8 @@ fn dev_users_file() -> PathBuf {
 }
 
 struct App {
-    addr: SocketAddr,
+    served: Spawned,
     redis: RedisServer,
-    shutdown: Shutdown,
     client: reqwest::Client,
 }
 
@@ -42,26 +38,15 @@ impl App {
             auth_users_file: dev_users_file(),
             auth_login_queue: None,
         };
-        let runtime = RuntimeConfig {
-            log_format: None,
-            shutdown_timeout_secs: Secs(Duration::from_secs(1)),
-            ..RuntimeConfig::default()
-        };
-        let shutdown = Shutdown::new();
-        let (addr, serve) = auth_api::build(config, runtime, shutdown.clone())
-            .await
-            .expect("auth-api builds");
-        tokio::spawn(serve);
         Self {
-            addr,
+            served: Spawned::start(config, auth_api::build).await,
             redis,
-            shutdown,
             client: reqwest::Client::new(),
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.served.url())
     }
 
     async fn post(&self, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> Answer {
@@ -81,12 +66,6 @@ impl App {
         let body = format!("grant_type=password&username={username}&password={password}");
         self.post(Some("application/x-www-form-urlencoded"), body)
             .await
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
     }
 }
 
@@ -127,7 +106,10 @@ fn verifier() -> TokenVerifier {
 }
 
 fn attempt_keys(redis: &RedisServer) -> Vec<String> {
-    redis.connection().keys("auth:logins:*").unwrap()
+    redis
+        .connection()
+        .keys(platform::keyspace::login_attempts("*"))
+        .unwrap()
 }
 
 #[tokio::test]

@@ -39,8 +39,10 @@ use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
 use platform::ApiError;
 use platform::http::{ErrorBody, ErrorType, Json};
-use platform::queue::{DEAD_LETTER_STREAM, GROUP, PAYLOAD_FIELD, STREAM};
-use platform::transaction::{self, Status, TransactionId};
+use platform::keyspace::{
+    self, DEAD_LETTER_STREAM, GROUP, PAYLOAD_FIELD, RETRY_SET, STREAM, dead_letter, field,
+};
+use platform::transaction::{Status, TransactionId};
 use redis::Value;
 use redis::aio::ConnectionLike;
 use serde::Serialize;
@@ -48,9 +50,6 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 
-/// The connector's retry schedule (psp-connector's `stream::RETRY_SET`; the
-/// e2e suite checks the two agree): transaction id scored by due Unix ms.
-pub const RETRY_SET: &str = "transactions:retry";
 /// Entries listed per section at most.
 pub const LIST_LIMIT: usize = 50;
 /// The header the dashboard sends on every admin call.
@@ -320,8 +319,8 @@ pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisR
         let mut pipe = redis::pipe();
         for id in &named {
             pipe.cmd("HGET")
-                .arg(transaction::keys::record(id))
-                .arg("status");
+                .arg(keyspace::record(id))
+                .arg(field::STATUS);
         }
         let found: Vec<Option<String>> = pipe.query_async(conn).await?;
         statuses = named.iter().map(|id| id.to_string()).zip(found).collect();
@@ -336,13 +335,15 @@ pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisR
             let requeue_refusal = letter.refusal(status.as_deref()).map(|(code, _)| code);
             DeadLetterView {
                 id: letter.id.clone(),
-                dead_at: letter.field("dead_at"),
-                reason: letter.field("reason"),
-                error: letter.field("error"),
-                entry_id: letter.field("entry_id"),
+                dead_at: letter.field(dead_letter::DEAD_AT),
+                reason: letter.field(dead_letter::REASON),
+                error: letter.field(dead_letter::ERROR),
+                entry_id: letter.field(dead_letter::ENTRY_ID),
                 transaction_id: letter.transaction.as_ref().map(|id| id.to_string()),
-                request_id: letter.field("request_id"),
-                attempts: letter.field("attempts").and_then(|a| a.parse().ok()),
+                request_id: letter.field(dead_letter::REQUEST_ID),
+                attempts: letter
+                    .field(dead_letter::ATTEMPTS)
+                    .and_then(|a| a.parse().ok()),
                 transaction_status: status,
                 message_kept: letter.payload.is_some(),
                 requeue_refusal,
@@ -386,7 +387,7 @@ impl Letter {
         };
         letter.payload = letter.field(PAYLOAD_FIELD);
         letter.transaction = letter
-            .field("transaction_id")
+            .field(dead_letter::TRANSACTION_ID)
             .or_else(|| {
                 // Read loosely: a message the connector could not decode may
                 // still name its transaction.
@@ -458,13 +459,13 @@ pub struct Requeued {
 /// Checks again, then moves: the letter still there, the transaction (when
 /// the message names one) still not final. KEYS: dead-letter stream, queue,
 /// and the record when there is one. ARGV: letter id, payload field, payload,
-/// then the final statuses.
+/// the record's status field, then the final statuses.
 const REQUEUE_SCRIPT: &str = r#"
 if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {'dead_letter_not_found', ''} end
 if KEYS[3] then
-  local status = redis.call('HGET', KEYS[3], 'status')
+  local status = redis.call('HGET', KEYS[3], ARGV[4])
   if not status then return {'unknown_transaction', ''} end
-  for i = 4, #ARGV do
+  for i = 5, #ARGV do
     if status == ARGV[i] then return {'transaction_final', status} end
   end
 end
@@ -533,8 +534,8 @@ pub async fn requeue(
     let status: Option<String> = match &letter.transaction {
         Some(id) => {
             redis::cmd("HGET")
-                .arg(transaction::keys::record(id))
-                .arg("status")
+                .arg(keyspace::record(id))
+                .arg(field::STATUS)
                 .query_async(&mut conn)
                 .await?
         }
@@ -550,9 +551,13 @@ pub async fn requeue(
     let mut invocation = SCRIPT.key(DEAD_LETTER_STREAM);
     invocation.key(STREAM);
     if let Some(id) = &letter.transaction {
-        invocation.key(transaction::keys::record(id));
+        invocation.key(keyspace::record(id));
     }
-    invocation.arg(&entry_id).arg(PAYLOAD_FIELD).arg(&payload);
+    invocation
+        .arg(&entry_id)
+        .arg(PAYLOAD_FIELD)
+        .arg(&payload)
+        .arg(field::STATUS);
     for status in Status::ALL.into_iter().filter(|s| s.is_final()) {
         invocation.arg(status.as_str());
     }

@@ -31,4 +31,16 @@ impl FromEnv for Config {
         "JWT_SECRET",
         "CARD_ENCRYPTION_KEY",
     ];
+
+    /// The development JWT secret and card key only in development.
+    fn check(
+        &self,
+        runtime: &platform::config::RuntimeConfig,
+    ) -> Result<(), platform::ConfigError> {
+        platform::auth::refuse_development_secret(
+            &runtime.platform_env,
+            self.jwt_secret.as_bytes(),
+        )?;
+        platform::crypto::refuse_development_key(&runtime.platform_env, &self.card_encryption_key)
+    }
 }

@@ -51,7 +51,7 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 /// The Redis key of a merchant's idempotency entry.
 pub fn key(merchant: &str, key: &IdempotencyKey) -> String {
-    format!("idem:{merchant}:{}", key.as_str())
+    platform::keyspace::idempotency(merchant, key.as_str())
 }
 
 /// The keyed MAC over canonical request bytes.

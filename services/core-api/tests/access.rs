@@ -69,7 +69,7 @@ async fn an_api_key_acts_for_every_customer_until_its_record_is_deleted() {
     let mut redis = app.redis.connection();
     let hash = platform::access::api_key::KeyHash::of(&key);
     let _: i64 = redis::cmd("DEL")
-        .arg(platform::access::keys::api_key_by_hash(&hash))
+        .arg(platform::keyspace::api_key_by_hash(&hash))
         .query(&mut redis)
         .unwrap();
     let revoked_at = Instant::now();
@@ -201,7 +201,7 @@ async fn a_user_creates_reads_and_lists_only_for_linked_customers() {
     // Unlinked: effective with the next request.
     let mut redis = app.redis.connection();
     let _: i64 = redis::cmd("SREM")
-        .arg(platform::access::keys::user_customers("acme", "alice"))
+        .arg(platform::keyspace::user_customers("acme", "alice"))
         .arg("cus_3")
         .query(&mut redis)
         .unwrap();

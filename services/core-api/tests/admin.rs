@@ -3,7 +3,7 @@
 
 mod support;
 
-use platform::queue::{DEAD_LETTER_STREAM, GROUP, PAYLOAD_FIELD, STREAM};
+use platform::keyspace::{DEAD_LETTER_STREAM, GROUP, PAYLOAD_FIELD, RETRY_SET, STREAM};
 use serde_json::Value;
 use support::*;
 
@@ -85,7 +85,7 @@ async fn the_queue_view_shows_the_stream_group_consumers_retries_and_dead_letter
         .unwrap();
     let due_ms: u64 = 4_102_444_800_000; // 2100-01-01
     let _: () = redis::cmd("ZADD")
-        .arg(core_api::admin::RETRY_SET)
+        .arg(RETRY_SET)
         .arg(due_ms)
         .arg(&id)
         .query(&mut conn)
@@ -177,12 +177,8 @@ async fn requeue_moves_a_kept_message_back_only_while_its_transaction_is_not_fin
     let _: () = redis::cmd("DEL").arg(STREAM).query(&mut conn).unwrap();
     // One of them final, as the connector leaves a failed one.
     let final_id = &pending[1];
-    let _: () = redis::cmd("HSET")
-        .arg(format!("tx:{final_id}"))
-        .arg("status")
-        .arg("failed")
-        .query(&mut conn)
-        .unwrap();
+    app.make_final(final_id, platform::transaction::Status::Failed)
+        .await;
 
     let not_kept = dead_letter(
         &app,

@@ -9,15 +9,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use platform::Shutdown;
-use platform::config::{RuntimeConfig, Secs};
+use platform::testing::Spawned;
+use psp_sandbox::cards::{APPROVED, DECLINED};
 use serde_json::json;
 use support::{App, valid_body};
 
 /// A key of the test's own (not the development one), on both sides.
 const KEY: &str = "8f3a1c5e7b9d0f2a4c6e8a0b2d4f6a8c0e2a4c6e8b0d2f4a6c8e0a2c4e6a8b0d";
 
-const CARDS: &[&str] = &["4242424242424242", "4000000000000002", "5555555555554444"];
+/// Two test cards and one other valid card.
+const CARDS: &[&str] = &[APPROVED, DECLINED, "5555555555554444"];
 const CVC: &str = "7319";
 
 fn files_under(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
@@ -34,31 +35,20 @@ fn files_under(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_card_number_or_cvc_reaches_redis_or_its_files() {
     let app = App::start_with(&[("CARD_ENCRYPTION_KEY", KEY)]).await;
-    let runtime = RuntimeConfig {
-        shutdown_timeout_secs: Secs(Duration::from_secs(2)),
-        ..RuntimeConfig::default()
-    };
-    let shutdown = Shutdown::new();
-    let (sandbox, serve) = psp_sandbox::build(
+    let sandbox = Spawned::start(
         psp_sandbox::Config::on(SocketAddr::from(([127, 0, 0, 1], 0))),
-        runtime.clone(),
-        shutdown.clone(),
+        psp_sandbox::build,
     )
-    .await
-    .unwrap();
-    tokio::spawn(serve);
+    .await;
     let connector: psp_connector::Config = serde_json::from_value(json!({
         "psp_connector_addr": "127.0.0.1:0",
         "redis_url": app.redis.url(),
-        "psp_url": format!("http://{sandbox}"),
+        "psp_url": sandbox.url(),
         "connector_consumer_name": "card-at-rest",
         "card_encryption_key": KEY,
     }))
     .unwrap();
-    let (_, run) = psp_connector::build(connector, runtime, shutdown.clone())
-        .await
-        .unwrap();
-    tokio::spawn(run);
+    let connector = Spawned::start(connector, psp_connector::build).await;
 
     let alice = app.alice();
     let mut ids = Vec::new();
@@ -94,7 +84,8 @@ async fn no_card_number_or_cvc_reaches_redis_or_its_files() {
         assert!(Instant::now() < deadline, "not settled: {statuses:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    shutdown.trigger();
+    connector.stop().await.unwrap();
+    sandbox.stop().await.unwrap();
     // The AOF is written at once and fsynced every second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 

@@ -162,45 +162,46 @@ async fn card_numbers_outside_the_card_are_refused_and_card_lengths_match_the_ma
 
 /// Writes `count` succeeded transactions of `customer` for merchant acme,
 /// in core-api's layout (record, merchant/customer/user/status indexes).
-fn seed_succeeded(app: &App, customer: &str, count: usize) -> Vec<String> {
-    use platform::transaction::{Status, TransactionId, keys, now_rfc3339};
-    let mut conn = app.redis.connection();
+/// `count` transactions of alice's `customer`, written by core-api's own
+/// create path and made final by the status script, as the connector would
+/// (without a connector: faster, and nothing else runs): `failed` for the
+/// positions in `failed`, `succeeded` for the rest.
+async fn seed_final(app: &App, customer: &str, count: usize, failed: &[usize]) -> Vec<String> {
+    use core_api::transactions::request::CreateTransactionRequest;
+    use platform::transaction::{Status, Transition, transition};
+    let client = redis::Client::open(app.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let caller = platform::auth::Caller {
+        merchant: "acme".into(),
+        principal: platform::auth::Principal::User("alice".into()),
+    };
+    let key = platform::crypto::CardKey::development();
+    let mut body = valid_body();
+    body["customer_id"] = customer.into();
+    let new = serde_json::from_value::<CreateTransactionRequest>(body)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let settle = |to| Transition {
+        from: vec![Status::Pending],
+        to,
+        add_attempts: 1,
+        fields: Vec::new(),
+    };
+    let (succeeded, failed_with) = (settle(Status::Succeeded), settle(Status::Failed));
     let mut ids = Vec::with_capacity(count);
-    for chunk in 0..count.div_ceil(1000) {
-        let mut pipe = redis::pipe();
-        for _ in 0..1000.min(count - chunk * 1000) {
-            let id = TransactionId::generate();
-            let now = now_rfc3339();
-            pipe.cmd("HSET")
-                .arg(keys::record(&id))
-                .arg(&[
-                    ("id", id.as_str()),
-                    ("merchant_id", "acme"),
-                    ("status", "succeeded"),
-                    ("amount", "1299"),
-                    ("currency", "EUR"),
-                    ("customer_id", customer),
-                    ("created_by", "alice"),
-                    ("brand", "visa"),
-                    ("last4", "4242"),
-                    ("metadata", "{}"),
-                    ("attempts", "1"),
-                    ("request_id", "seed"),
-                    ("created_at", &now),
-                    ("updated_at", &now),
-                ])
-                .ignore();
-            for index in [
-                keys::merchant_index("acme"),
-                keys::filtered_index("acme", "customer", customer),
-                keys::filtered_index("acme", "created_by", "alice"),
-                keys::status_index("acme", Status::Succeeded),
-            ] {
-                pipe.cmd("ZADD").arg(index).arg(0).arg(id.as_str()).ignore();
-            }
-            ids.push(id.to_string());
-        }
-        pipe.query::<()>(&mut conn).expect("seed");
+    for i in 0..count {
+        let created = core_api::transactions::accept(&mut conn, &key, &caller, "seed", &new)
+            .await
+            .expect("seed");
+        let id = platform::transaction::TransactionId::parse(&created.id).unwrap();
+        let to = if failed.contains(&i) {
+            &failed_with
+        } else {
+            &succeeded
+        };
+        transition(&mut conn, &id, "acme", to).await.unwrap();
+        ids.push(created.id);
     }
     ids
 }
@@ -217,29 +218,10 @@ async fn combined_filters_scan_a_bounded_slice_and_resume_with_a_cursor() {
     let app = App::start().await;
     let alice = app.alice();
     app.link("acme", "alice", &["cus_big"]);
-    let seeded = seed_succeeded(&app, "cus_big", 20_000);
     // Three real failures among them, found by following the cursor.
-    let mut conn = app.redis.connection();
-    let failed: Vec<&String> = [&seeded[10], &seeded[9_000], &seeded[19_990]].into();
-    for id in &failed {
-        let _: () = redis::cmd("HSET")
-            .arg(format!("tx:{id}"))
-            .arg("status")
-            .arg("failed")
-            .query(&mut conn)
-            .unwrap();
-        let _: () = redis::cmd("ZREM")
-            .arg("merchant:acme:status:succeeded:tx")
-            .arg(id)
-            .query(&mut conn)
-            .unwrap();
-        let _: () = redis::cmd("ZADD")
-            .arg("merchant:acme:status:failed:tx")
-            .arg(0)
-            .arg(id)
-            .query(&mut conn)
-            .unwrap();
-    }
+    let failed_at = [10, 9_000, 19_990];
+    let seeded = seed_final(&app, "cus_big", 20_000, &failed_at).await;
+    let failed: Vec<&String> = failed_at.iter().map(|&i| &seeded[i]).collect();
 
     let started = std::time::Instant::now();
     let first = app

@@ -4,6 +4,7 @@
 
 mod support;
 
+use platform::keyspace::idempotency;
 use serde_json::json;
 use support::{App, valid_body};
 
@@ -148,12 +149,12 @@ async fn a_request_in_flight_answers_409_until_it_completes() {
     );
     let mut conn = app.redis.connection();
     let completed: String = redis::cmd("GET")
-        .arg("idem:acme:probe")
+        .arg(idempotency("acme", "probe"))
         .query(&mut conn)
         .unwrap();
     let completed: serde_json::Value = serde_json::from_str(&completed).unwrap();
     let ttl: i64 = redis::cmd("PTTL")
-        .arg("idem:acme:probe")
+        .arg(idempotency("acme", "probe"))
         .query(&mut conn)
         .unwrap();
     assert!(
@@ -166,7 +167,7 @@ async fn a_request_in_flight_answers_409_until_it_completes() {
         "fingerprint": completed["fingerprint"],
     });
     let _: () = redis::cmd("SET")
-        .arg("idem:acme:held")
+        .arg(idempotency("acme", "held"))
         .arg(marker.to_string())
         .query(&mut conn)
         .unwrap();

@@ -109,7 +109,7 @@ async fn redis_stopping_mid_burst_answers_503_and_leaves_nothing_half_written() 
     assert_eq!(records, messages, "records and queue messages match");
     let mut conn = app.redis.connection();
     let indexed: Vec<String> = redis::cmd("ZRANGE")
-        .arg("merchant:acme:tx")
+        .arg(platform::keyspace::Index::All.key("acme"))
         .arg(0)
         .arg(-1)
         .query(&mut conn)

@@ -90,15 +90,18 @@ async fn accepted_transaction_is_recorded_indexed_and_queued() {
     );
 
     // Every index holds the id.
+    use platform::keyspace::Index;
     for index in [
-        "merchant:acme:tx",
-        "merchant:acme:status:pending:tx",
-        "merchant:acme:customer:cus_1:tx",
-        "merchant:acme:reference:order-42:tx",
-        "merchant:acme:created_by:alice:tx",
-    ] {
+        Index::All,
+        Index::Status(platform::transaction::Status::Pending),
+        Index::Customer("cus_1"),
+        Index::Reference("order-42"),
+        Index::CreatedBy("alice"),
+    ]
+    .map(|index| index.key("acme"))
+    {
         let score: Option<f64> = redis::cmd("ZSCORE")
-            .arg(index)
+            .arg(&index)
             .arg(id)
             .query(&mut conn)
             .unwrap();

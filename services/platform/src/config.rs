@@ -26,6 +26,14 @@ pub trait FromEnv: DeserializeOwned {
     /// variable of another service cannot leak in, and the end-to-end suite
     /// can check that process-compose.yaml sets nothing that no one reads.
     const VARS: &'static [&'static str];
+
+    /// Checks beyond one variable's own parsing, such as a development
+    /// secret outside development: [`crate::server::main`] runs it after
+    /// loading, before anything starts, and exits on the error like on any
+    /// other configuration error.
+    fn check(&self, _runtime: &RuntimeConfig) -> Result<(), ConfigError> {
+        Ok(())
+    }
 }
 
 /// One configuration problem: which variable, and what is wrong with it.

@@ -4,8 +4,9 @@
 //! domain code lives here once: how configuration is read ([`config`]), how
 //! logs are written ([`telemetry`]), how a process starts, reports readiness
 //! and drains ([`lifecycle`], [`server`]), what an error looks like on the
-//! wire ([`http`]), how Redis is reached ([`redis`]), how tokens and API keys are checked
-//! ([`auth`], [`access`]) and what travels on the queue ([`queue`], [`transaction`]).
+//! wire ([`http`]), how Redis is reached ([`redis`]), how tokens and API
+//! keys are checked ([`auth`], [`access`]), what every Redis name is
+//! ([`keyspace`]) and what travels on the queue ([`queue`], [`transaction`]).
 
 pub mod access;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod connections;
 pub mod crypto;
 pub mod health;
 pub mod http;
+pub mod keyspace;
 pub mod lifecycle;
 pub mod queue;
 pub mod redis;

@@ -1,8 +1,9 @@
 //! The queue between core-api (producer) and psp-connector (consumer).
 //!
-//! A Redis stream entry has one field, [`PAYLOAD_FIELD`], holding a
-//! [`ChargeMessage`] as JSON. Both sides use this type, so a schema change
-//! is a compile error rather than a dead letter. The message carries the
+//! An entry of the stream [`crate::keyspace::STREAM`] has one field,
+//! [`crate::keyspace::PAYLOAD_FIELD`], holding a [`ChargeMessage`] as JSON.
+//! Both sides use this type, so a schema change is a compile error rather
+//! than a dead letter. The message carries the
 //! card, which the transaction record never holds, sealed with
 //! `CARD_ENCRYPTION_KEY` ([`crate::crypto`]): Redis never sees a card
 //! number or CVC. The connector deletes the entry once the transaction is
@@ -12,14 +13,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{CardKey, SealError, SealedCard};
 
-/// The stream transactions are queued on.
-pub const STREAM: &str = "transactions";
-/// Where undeliverable messages go, with the reason.
-pub const DEAD_LETTER_STREAM: &str = "transactions:dead";
-/// The consumer group of all connector processes.
-pub const GROUP: &str = "psp-connector";
-/// The stream entry field holding the JSON message.
-pub const PAYLOAD_FIELD: &str = "payload";
+/// Why the connector dead-lettered a message: the `reason` field of its
+/// letter, read back by core-api's admin view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// The entry holds no charge message.
+    Undecodable,
+    /// The message names a transaction that has no record.
+    UnknownTransaction,
+    /// `PSP_MAX_ATTEMPTS` was reached.
+    MaxAttemptsExceeded,
+    /// `PSP_RETRY_BUDGET_SECS` ran out.
+    RetryBudgetExhausted,
+    /// The PSP refused the request as malformed.
+    PspRejectedRequest,
+    /// The card does not open with this connector's key.
+    Undecryptable,
+}
+
+impl DeadLetterReason {
+    pub const ALL: [DeadLetterReason; 6] = [
+        DeadLetterReason::Undecodable,
+        DeadLetterReason::UnknownTransaction,
+        DeadLetterReason::MaxAttemptsExceeded,
+        DeadLetterReason::RetryBudgetExhausted,
+        DeadLetterReason::PspRejectedRequest,
+        DeadLetterReason::Undecryptable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Undecodable => "undecodable",
+            DeadLetterReason::UnknownTransaction => "unknown_transaction",
+            DeadLetterReason::MaxAttemptsExceeded => "max_attempts_exceeded",
+            DeadLetterReason::RetryBudgetExhausted => "retry_budget_exhausted",
+            DeadLetterReason::PspRejectedRequest => "psp_rejected_request",
+            DeadLetterReason::Undecryptable => "undecryptable",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What the connector needs to charge one transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

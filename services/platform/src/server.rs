@@ -20,10 +20,10 @@ const READY_POLL: Duration = Duration::from_millis(20);
 
 /// What a service's `build` returns: the bound address, and the future
 /// that serves until shutdown.
-pub type Started = (
-    SocketAddr,
-    futures::future::BoxFuture<'static, anyhow::Result<()>>,
-);
+pub struct Started {
+    pub addr: SocketAddr,
+    pub serve: futures::future::BoxFuture<'static, anyhow::Result<()>>,
+}
 
 /// A bound, not yet serving, HTTP service.
 pub struct Server {
@@ -66,11 +66,10 @@ impl Server {
     /// The bound address and the serving future, as `build` returns them.
     pub fn start(self, shutdown: Shutdown) -> Started {
         use futures::FutureExt;
-        let addr = self.local_addr();
-        (
-            addr,
-            self.run(shutdown).map(|r| r.map_err(Into::into)).boxed(),
-        )
+        Started {
+            addr: self.local_addr(),
+            serve: self.run(shutdown).map(|r| r.map_err(Into::into)).boxed(),
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -198,25 +197,8 @@ where
     // Before anything opens a descriptor: the connection cap is derived
     // from this limit, and 1024 is far too low for a network service.
     let descriptors = crate::connections::raise_descriptor_limit();
-    // Services that take a JWT_SECRET refuse the development one outside
-    // development (read here, once, for every such service).
-    if C::VARS.contains(&"JWT_SECRET")
-        && let Some(secret) = std::env::var_os("JWT_SECRET")
-        && let Err(error) =
-            crate::auth::refuse_development_secret(&runtime.platform_env, secret.as_encoded_bytes())
-    {
+    if let Err(error) = config.check(&runtime) {
         crate::config::exit_with(&error);
-    }
-    // The same for the development CARD_ENCRYPTION_KEY, which also
-    // applies when none is set.
-    if C::VARS.contains(&crate::crypto::KEY_VARIABLE) {
-        let key = std::env::var(crate::crypto::KEY_VARIABLE)
-            .ok()
-            .and_then(|text| crate::crypto::CardKey::parse(&text).ok())
-            .unwrap_or_default();
-        if let Err(error) = crate::crypto::refuse_development_key(&runtime.platform_env, &key) {
-            crate::config::exit_with(&error);
-        }
     }
     let _telemetry = crate::telemetry::init(name, runtime.log_format);
     match descriptors {
@@ -224,8 +206,13 @@ where
         Err(error) => tracing::warn!(%error, "could not raise the file descriptor limit"),
     }
     let shutdown = Shutdown::on_signals_with_delay(runtime.shutdown_delay_ms.0);
-    let (addr, serve) = match build(config, runtime, shutdown).await {
+    let Started { addr, serve } = match build(config, runtime, shutdown).await {
         Ok(started) => started,
+        // A configuration problem found while building (a file the config
+        // names, say) is reported like any other: one line, exit code 2.
+        Err(error) if error.downcast_ref::<crate::ConfigError>().is_some() => {
+            crate::config::exit_with(error.downcast_ref().expect("checked"));
+        }
         Err(error) => {
             tracing::error!(
                 service = name,

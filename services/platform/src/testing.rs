@@ -1,6 +1,7 @@
 //! Test harness shared by every crate's tests (feature `test-support`):
-//! a real `redis-server` on a free port, a real `sd_notify` socket, free
-//! ports and child processes that die with the test.
+//! a real `redis-server` on a free port, a service served inside the test
+//! process ([`Spawned`]), a real `sd_notify` socket, free ports and child
+//! processes that die with the test.
 //!
 //! A test that needs a tool that is not installed fails with a message
 //! saying how to get it; it never skips.
@@ -10,6 +11,61 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// A service built by its own `build` and served inside the test process,
+/// like zero-to-production's `spawn_app`: the one way tests boot a service
+/// in-process (the binaries are run as child processes instead where a
+/// test needs signals, exit codes or logs). Stops when dropped.
+pub struct Spawned {
+    pub addr: std::net::SocketAddr,
+    shutdown: crate::Shutdown,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Spawned {
+    /// Builds with `config` and a test runtime (no log output, a 2 s
+    /// drain), then serves on a task of the current runtime.
+    pub async fn start<C, F, Fut>(config: C, build: F) -> Self
+    where
+        F: FnOnce(C, crate::config::RuntimeConfig, crate::Shutdown) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<crate::server::Started>>,
+    {
+        let runtime = crate::config::RuntimeConfig {
+            log_format: None,
+            shutdown_timeout_secs: crate::config::Secs(Duration::from_secs(2)),
+            ..crate::config::RuntimeConfig::default()
+        };
+        let shutdown = crate::Shutdown::new();
+        let started = build(config, runtime, shutdown.clone())
+            .await
+            .expect("the service builds");
+        Spawned {
+            addr: started.addr,
+            shutdown,
+            task: Some(tokio::spawn(started.serve)),
+        }
+    }
+
+    /// `http://{addr}`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Signals shutdown and waits for the service to drain.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        match self.task.take() {
+            Some(task) => task.await.expect("the service task completes"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
 
 /// A port nothing listens on right now, chosen at random below the
 /// kernel's ephemeral range (32768 and up on Linux): port 0 would hand out

@@ -1,18 +1,11 @@
 //! The stored transaction, as far as more than one service touches it.
 //!
 //! core-api creates the record and its indexes; psp-connector moves its
-//! status. Both go through this module: the key layout, the status machine
-//! and the compare-and-set script that is the only way a status changes.
+//! status. Both go through this module: the status machine and the
+//! compare-and-set script that is the only way a status changes.
 //!
-//! Layout (all in one Redis):
-//! - `tx:{id}` — hash: `id`, `merchant_id`, `status`, `amount`, `currency`,
-//!   `customer_id`, `reference`, `created_by`, `brand`, `last4`, `metadata`
-//!   (JSON), `attempts`, `decline_code`, `failure_reason`, `request_id`,
-//!   `created_at`, `updated_at`. Never the card number or CVC.
-//! - Per-merchant indexes, sorted sets whose members are ids, all with score
-//!   0 so they sort by id — and ids are UUIDv7, so by creation time:
-//!   [`keys::merchant_index`], and one per customer, reference, creating
-//!   user and status ([`keys::filtered_index`]).
+//! The record hash and its indexes are named by [`crate::keyspace`]
+//! ([`keyspace::record`], [`keyspace::Index`], [`keyspace::field`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +13,8 @@ use std::str::FromStr;
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use crate::keyspace::{self, Index, field};
 
 /// `tx_` followed by a UUIDv7 in 32 lower-case hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -144,31 +139,6 @@ impl FromStr for Status {
     }
 }
 
-/// Redis key names. Nothing else builds a key by hand.
-pub mod keys {
-    use super::{Status, TransactionId};
-
-    /// The record hash.
-    pub fn record(id: &TransactionId) -> String {
-        format!("tx:{id}")
-    }
-
-    /// Every transaction of a merchant.
-    pub fn merchant_index(merchant: &str) -> String {
-        format!("merchant:{merchant}:tx")
-    }
-
-    /// A filtered index of a merchant: `field` is one of `customer`,
-    /// `reference`, `created_by`, `status`.
-    pub fn filtered_index(merchant: &str, field: &str, value: &str) -> String {
-        format!("merchant:{merchant}:{field}:{value}:tx")
-    }
-
-    pub fn status_index(merchant: &str, status: Status) -> String {
-        filtered_index(merchant, "status", status.as_str())
-    }
-}
-
 /// A requested status change, applied only if the current status is one of
 /// `from` (compare-and-set).
 #[derive(Debug, Clone)]
@@ -195,50 +165,75 @@ pub enum TransitionOutcome {
 /// Moves the record's status and its status index in one step. Final
 /// statuses are never in `from` of any caller's transition, and the script
 /// refuses to leave one regardless, so a stale or duplicate worker cannot
-/// overwrite a final status or move one backwards.
+/// overwrite a final status or move one backwards. A record of another
+/// merchant than the caller's is not found: the indexes passed in are that
+/// merchant's.
+///
+/// Every name comes in (docs/architecture.md "Keyspace"). KEYS: the record,
+/// the status index of each status in `from` (in ARGV's order), the status
+/// index of `to`. ARGV: the status, merchant, updated-at and attempts field
+/// names; merchant id; transaction id; `to`; now; attempts to add; the
+/// final statuses, comma-separated; n = the number of `from` statuses; the
+/// n statuses; then field/value pairs to set.
 const TRANSITION_SCRIPT: &str = r#"
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return {'not_found', ''} end
-if current == 'succeeded' or current == 'declined' or current == 'failed' then
-  return {'refused', current}
+local status_field, merchant_field = ARGV[1], ARGV[2]
+local record = redis.call('HMGET', KEYS[1], status_field, merchant_field)
+local current = record[1]
+if not current or record[2] ~= ARGV[5] then return {'not_found', ''} end
+for s in string.gmatch(ARGV[10], '[^,]+') do
+  if s == current then return {'refused', current} end
 end
-local allowed = false
-for s in string.gmatch(ARGV[1], '[^,]+') do
-  if s == current then allowed = true end
+local n = tonumber(ARGV[11])
+local from_index = nil
+for i = 1, n do
+  if ARGV[11 + i] == current then from_index = KEYS[1 + i] end
 end
-if not allowed then return {'refused', current} end
-local fields = redis.call('HMGET', KEYS[1], 'merchant_id', 'id')
-local prefix = 'merchant:' .. fields[1] .. ':status:'
-if current ~= ARGV[2] then
-  redis.call('ZREM', prefix .. current .. ':tx', fields[2])
-  redis.call('ZADD', prefix .. ARGV[2] .. ':tx', 0, fields[2])
+if not from_index then return {'refused', current} end
+if current ~= ARGV[7] then
+  redis.call('ZREM', from_index, ARGV[6])
+  redis.call('ZADD', KEYS[2 + n], 0, ARGV[6])
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
-if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[1], 'attempts', ARGV[4]) end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return {'applied', ARGV[2]}
+redis.call('HSET', KEYS[1], status_field, ARGV[7], ARGV[3], ARGV[8])
+if ARGV[9] ~= '0' then redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[9]) end
+for i = 12 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return {'applied', ARGV[7]}
 "#;
 
-/// Applies `transition` to transaction `id`.
+/// Applies `transition` to transaction `id` of `merchant`.
 pub async fn transition<C: ConnectionLike + Send>(
     conn: &mut C,
     id: &TransactionId,
+    merchant: &str,
     transition: &Transition,
 ) -> redis::RedisResult<TransitionOutcome> {
     static SCRIPT: std::sync::LazyLock<redis::Script> =
         std::sync::LazyLock::new(|| redis::Script::new(TRANSITION_SCRIPT));
-    let from = transition
-        .from
-        .iter()
-        .map(|s| s.as_str())
+    let finals = Status::ALL
+        .into_iter()
+        .filter(|s| s.is_final())
+        .map(Status::as_str)
         .collect::<Vec<_>>()
         .join(",");
-    let mut invocation = SCRIPT.key(keys::record(id));
+    let mut invocation = SCRIPT.key(keyspace::record(id));
+    for status in &transition.from {
+        invocation.key(Index::Status(*status).key(merchant));
+    }
     invocation
-        .arg(from)
+        .key(Index::Status(transition.to).key(merchant))
+        .arg(field::STATUS)
+        .arg(field::MERCHANT_ID)
+        .arg(field::UPDATED_AT)
+        .arg(field::ATTEMPTS)
+        .arg(merchant)
+        .arg(id.as_str())
         .arg(transition.to.as_str())
         .arg(now_rfc3339())
-        .arg(transition.add_attempts);
+        .arg(transition.add_attempts)
+        .arg(finals)
+        .arg(transition.from.len());
+    for status in &transition.from {
+        invocation.arg(status.as_str());
+    }
     for (field, value) in &transition.fields {
         invocation.arg(*field).arg(value);
     }

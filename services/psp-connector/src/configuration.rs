@@ -141,6 +141,14 @@ impl FromEnv for Config {
         "CONNECTOR_RETRY_POLL_MS",
         "CARD_ENCRYPTION_KEY",
     ];
+
+    /// The development card key only in development.
+    fn check(
+        &self,
+        runtime: &platform::config::RuntimeConfig,
+    ) -> Result<(), platform::ConfigError> {
+        platform::crypto::refuse_development_key(&runtime.platform_env, &self.card_encryption_key)
+    }
 }
 
 impl Config {

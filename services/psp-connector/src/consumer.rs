@@ -72,6 +72,37 @@ pub struct Consumer {
     pub liveness: Arc<Liveness>,
 }
 
+/// Where the next read comes from: this consumer's own unacknowledged
+/// entries first (and again after every Redis error), a reclaim of stale
+/// entries every half claim-idle time, otherwise new entries.
+struct Cursors {
+    /// After which id to read own pending entries; `None` once all are read.
+    own: Option<String>,
+    /// The XAUTOCLAIM cursor (`0-0` to start over).
+    claim: String,
+    next_claim: Instant,
+    claim_every: Duration,
+}
+
+impl Cursors {
+    fn new(claim_idle: Duration) -> Self {
+        Cursors {
+            // A restarted process with the same consumer name, or one whose
+            // Redis came back, resumes its own work at once rather than
+            // after the reclaim idle time.
+            own: Some("0".to_owned()),
+            claim: "0-0".to_owned(),
+            next_claim: Instant::now(),
+            claim_every: (claim_idle / 2).max(Duration::from_millis(50)),
+        }
+    }
+
+    /// After a Redis error: resume own pending entries from the start.
+    fn restart(&mut self) {
+        self.own = Some("0".to_owned());
+    }
+}
+
 impl Consumer {
     /// Runs until `shutdown`, then waits up to the drain timeout for
     /// in-flight transactions. What does not finish stays pending in the
@@ -86,18 +117,10 @@ impl Consumer {
             self.retry_poll,
             shutdown.clone(),
         ));
-
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut tasks = JoinSet::new();
-        let claim_every = (self.claim_idle / 2).max(Duration::from_millis(50));
-        let mut next_claim = Instant::now();
-        let mut claim_cursor = "0-0".to_owned();
-        // This consumer's own unacknowledged entries are read first, and
-        // again after every Redis error: a restarted process with the same
-        // consumer name, or one whose Redis came back, resumes that work at
-        // once rather than after the reclaim idle time.
-        let mut own_cursor: Option<String> = Some("0".to_owned());
+        let mut cursors = Cursors::new(self.claim_idle);
         let mut reader = self.reader.conn();
         let mut conn = self.redis.conn();
         self.liveness.running.store(true, Ordering::Relaxed);
@@ -116,100 +139,126 @@ impl Consumer {
             while let Ok(permit) = permits.clone().try_acquire_owned() {
                 slots.push(permit);
             }
-
-            let read = if let Some(after) = own_cursor.take() {
-                match stream::read_own_pending(&mut conn, &self.name, &after, slots.len()).await {
-                    Ok(entries) => {
-                        if let Some(last) = entries.last() {
-                            tracing::info!(count = entries.len(), "resuming own pending messages");
-                            own_cursor = Some(last.id.clone());
-                        }
-                        Ok(entries)
-                    }
-                    // Redis unreachable: the error path below pauses and
-                    // starts over from "0".
-                    Err(error)
-                        if error.is_io_error()
-                            || error.is_connection_dropped()
-                            || error.is_timeout() =>
-                    {
-                        Err(error)
-                    }
-                    // Anything else is not worth more than a warning: the
-                    // reclaim finds these entries later anyway.
-                    Err(error) => {
-                        tracing::warn!(%error, "reading own pending messages failed");
-                        Ok(Vec::new())
+            match self
+                .read(&mut cursors, &mut conn, &mut reader, slots.len())
+                .await
+            {
+                Ok(entries) => {
+                    for entry in entries {
+                        self.dispatch(entry, &mut slots, &in_flight, &mut tasks);
                     }
                 }
-            } else if Instant::now() >= next_claim {
-                next_claim = Instant::now() + claim_every;
-                let claimed = stream::claim_stale(
-                    &mut conn,
-                    &self.name,
-                    self.claim_idle.as_millis() as u64,
-                    &claim_cursor,
-                    slots.len(),
-                )
-                .await;
-                self.prune(&mut conn).await;
-                claimed.map(|(entries, cursor)| {
-                    if !entries.is_empty() {
-                        tracing::info!(count = entries.len(), "reclaimed stale messages");
-                    }
-                    // More stale entries may follow: look again soon.
-                    if cursor != "0-0" {
-                        next_claim = Instant::now();
-                    }
-                    claim_cursor = cursor;
-                    entries
-                })
-            } else {
-                stream::read_new(&mut reader, &self.name, slots.len()).await
-            };
-            let entries = match read {
-                Ok(entries) => entries,
                 Err(error) => {
-                    tracing::warn!(%error, "reading the stream failed; retrying");
-                    own_cursor = Some("0".to_owned());
-                    // A Redis that lost its data (restarted without
-                    // persistence) lost the group too: make it again.
-                    if error.code() == Some("NOGROUP")
-                        && let Err(error) = stream::ensure_group(&mut conn).await
-                    {
-                        tracing::warn!(%error, "recreating the consumer group failed");
-                    }
+                    cursors.restart();
+                    self.recover(&mut conn, &error).await;
                     tokio::select! {
                         () = tokio::time::sleep(ERROR_PAUSE) => {}
                         () = shutdown.wait() => {}
                     }
-                    continue;
                 }
-            };
-            for entry in entries {
-                // A reclaim can hand back an entry this process is still
-                // working on (slow PSP); one worker per entry is enough.
-                if !in_flight
-                    .lock()
-                    .expect("in-flight lock")
-                    .insert(entry.id.clone())
-                {
-                    continue;
-                }
-                let Some(slot) = slots.pop() else {
-                    // Cannot happen: COUNT was the number of slots. Leave
-                    // the entry pending rather than exceed the limit.
-                    in_flight.lock().expect("in-flight lock").remove(&entry.id);
-                    continue;
-                };
-                tasks.spawn(run_one(self.worker.clone(), entry, slot, in_flight.clone()));
             }
         }
 
         self.liveness.running.store(false, Ordering::Relaxed);
-        let pending = tasks.len();
+        self.drain(tasks).await;
+        mover.abort();
+        tracing::info!("consumer stopped");
+    }
+
+    /// Up to `count` entries, from where [`Cursors`] says.
+    async fn read(
+        &self,
+        cursors: &mut Cursors,
+        conn: &mut redis::aio::ConnectionManager,
+        reader: &mut redis::aio::ConnectionManager,
+        count: usize,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        if let Some(after) = cursors.own.take() {
+            return match stream::read_own_pending(conn, &self.name, &after, count).await {
+                Ok(entries) => {
+                    if let Some(last) = entries.last() {
+                        tracing::info!(count = entries.len(), "resuming own pending messages");
+                        cursors.own = Some(last.id.clone());
+                    }
+                    Ok(entries)
+                }
+                // Redis unreachable: the caller pauses and starts over.
+                Err(error)
+                    if error.is_io_error()
+                        || error.is_connection_dropped()
+                        || error.is_timeout() =>
+                {
+                    Err(error)
+                }
+                // Anything else is not worth more than a warning: the
+                // reclaim finds these entries later anyway.
+                Err(error) => {
+                    tracing::warn!(%error, "reading own pending messages failed");
+                    Ok(Vec::new())
+                }
+            };
+        }
+        if Instant::now() < cursors.next_claim {
+            return stream::read_new(reader, &self.name, count).await;
+        }
+        cursors.next_claim = Instant::now() + cursors.claim_every;
+        let idle_ms = self.claim_idle.as_millis() as u64;
+        let claimed = stream::claim_stale(conn, &self.name, idle_ms, &cursors.claim, count).await;
+        self.prune(conn).await;
+        let (entries, cursor) = claimed?;
+        if !entries.is_empty() {
+            tracing::info!(count = entries.len(), "reclaimed stale messages");
+        }
+        // More stale entries may follow: look again soon.
+        if cursor != "0-0" {
+            cursors.next_claim = Instant::now();
+        }
+        cursors.claim = cursor;
+        Ok(entries)
+    }
+
+    /// Hands `entry` to a worker on one of `slots`, unless it is already
+    /// being worked on here: a reclaim can hand back an entry this process
+    /// is still charging (slow PSP), and one worker per entry is enough.
+    fn dispatch(
+        &self,
+        entry: Entry,
+        slots: &mut Vec<OwnedSemaphorePermit>,
+        in_flight: &Arc<Mutex<HashSet<String>>>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        if !in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(entry.id.clone())
+        {
+            return;
+        }
+        let Some(slot) = slots.pop() else {
+            // Cannot happen: COUNT was the number of slots. Leave the entry
+            // pending rather than exceed the limit.
+            in_flight.lock().expect("in-flight lock").remove(&entry.id);
+            return;
+        };
+        tasks.spawn(run_one(self.worker.clone(), entry, slot, in_flight.clone()));
+    }
+
+    /// After a failed read: a Redis that lost its data (restarted without
+    /// persistence) lost the group too, so make it again.
+    async fn recover(&self, conn: &mut redis::aio::ConnectionManager, error: &redis::RedisError) {
+        tracing::warn!(%error, "reading the stream failed; retrying");
+        if error.code() == Some("NOGROUP")
+            && let Err(error) = stream::ensure_group(conn).await
+        {
+            tracing::warn!(%error, "recreating the consumer group failed");
+        }
+    }
+
+    /// Waits up to the drain timeout for the workers in flight; what does
+    /// not finish stays pending for a reclaim.
+    async fn drain(&self, mut tasks: JoinSet<()>) {
         tracing::info!(
-            in_flight = pending,
+            in_flight = tasks.len(),
             timeout_ms = self.drain_timeout.as_millis() as u64,
             "stopped reading; draining"
         );
@@ -224,8 +273,6 @@ impl Consumer {
             );
             tasks.abort_all();
         }
-        mover.abort();
-        tracing::info!("consumer stopped");
     }
 
     /// Forgets consumers of exited processes (see

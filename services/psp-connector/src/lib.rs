@@ -14,16 +14,14 @@ pub mod worker;
 
 pub use configuration::{Config, PspUrl};
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use platform::Shutdown;
 use platform::config::RuntimeConfig;
 use platform::health::Readiness;
 use platform::redis::Redis;
-use platform::server::Server;
+use platform::server::{Server, Started};
 
 use consumer::{Consumer, Liveness};
 
@@ -34,7 +32,7 @@ pub async fn build(
     config: Config,
     runtime: RuntimeConfig,
     shutdown: Shutdown,
-) -> anyhow::Result<(SocketAddr, BoxFuture<'static, anyhow::Result<()>>)> {
+) -> anyhow::Result<Started> {
     let redis = Redis::connect(&config.redis_url)?;
     let reader = Redis::connect(&config.redis_url)?;
     let liveness = Arc::new(Liveness::default());
@@ -84,5 +82,8 @@ pub async fn build(
         let (served, ()) = tokio::join!(serve, consumer.run(shutdown));
         served.map_err(Into::into)
     };
-    Ok((addr, run.boxed()))
+    Ok(Started {
+        addr,
+        serve: run.boxed(),
+    })
 }

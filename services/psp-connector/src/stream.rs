@@ -1,24 +1,23 @@
 //! The connector's Redis stream operations, each one atomic.
 //!
-//! Keys besides those of [`platform::queue`]: [`RETRY_SET`], a sorted set of
-//! transaction ids scored by the Unix millisecond their retry is due, and
-//! [`RETRY_PAYLOADS`], a hash from transaction id to the message to send
-//! again. Scheduling a retry adds to both and acknowledges the stream entry
+//! Besides the stream and its dead letters, retries are parked in
+//! [`RETRY_SET`], a sorted set of transaction ids scored by the Unix
+//! millisecond their retry is due, and [`RETRY_PAYLOADS`], a hash from
+//! transaction id to the message to send again (names:
+//! [`platform::keyspace`]). Scheduling a retry adds to both and acknowledges the stream entry
 //! in one MULTI; [`move_due_retries`] moves due ones back onto the stream in
 //! one script. So a pending retry is always in exactly one of the two
 //! places, and survives any connector crash or restart.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use platform::queue::{DEAD_LETTER_STREAM, GROUP, PAYLOAD_FIELD, STREAM};
+use platform::keyspace::{
+    DEAD_LETTER_STREAM, GROUP, PAYLOAD_FIELD, RETRY_PAYLOADS, RETRY_SET, STREAM,
+    dead_letter as letter_field,
+};
+use platform::queue::DeadLetterReason;
 use redis::aio::ConnectionLike;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-
-/// Retries waiting for their due time: member = transaction id, score = due
-/// Unix milliseconds.
-pub const RETRY_SET: &str = "transactions:retry";
-/// The message of each waiting retry, by transaction id.
-pub const RETRY_PAYLOADS: &str = "transactions:retry:payloads";
 
 /// How long one XREADGROUP waits for new entries. Below the shared Redis
 /// connection's 2 s response timeout, and the longest SIGTERM waits before
@@ -132,15 +131,11 @@ pub async fn claim_stale<C: ConnectionLike + Send>(
     Ok((entries, reply.next_stream_id))
 }
 
-/// Acknowledges and deletes a finished entry, so its card number does not
-/// stay in Redis.
-pub async fn finish<C: ConnectionLike + Send>(
-    conn: &mut C,
-    entry_id: &str,
-) -> redis::RedisResult<()> {
-    redis::pipe()
-        .atomic()
-        .cmd("XACK")
+/// Adds the acknowledgement and deletion of `entry_id` to `pipe`: every way
+/// an entry leaves the stream ends with these two, so its sealed card does
+/// not stay in Redis.
+fn ack_and_delete(pipe: &mut redis::Pipeline, entry_id: &str) {
+    pipe.cmd("XACK")
         .arg(STREAM)
         .arg(GROUP)
         .arg(entry_id)
@@ -148,26 +143,46 @@ pub async fn finish<C: ConnectionLike + Send>(
         .cmd("XDEL")
         .arg(STREAM)
         .arg(entry_id)
-        .ignore()
-        .query_async(conn)
-        .await
+        .ignore();
 }
 
-/// What goes into `transactions:dead`. Never the payload (its card is
-/// sealed, but a dead letter has no need of it). The original entry id, transaction id and request id
-/// identify the transaction, whose record holds everything else.
-#[derive(Debug, Clone, Default)]
+/// Acknowledges and deletes a finished entry, in one MULTI.
+pub async fn finish<C: ConnectionLike + Send>(
+    conn: &mut C,
+    entry_id: &str,
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    ack_and_delete(pipe.atomic(), entry_id);
+    pipe.query_async(conn).await
+}
+
+/// What goes into the dead-letter stream. Never the payload (its card is
+/// sealed, but a dead letter has no need of it). The original entry id,
+/// transaction id and request id identify the transaction, whose record
+/// holds everything else.
+#[derive(Debug, Clone)]
 pub struct DeadLetter {
-    /// Stable code: `undecodable`, `unknown_transaction`,
-    /// `max_attempts_exceeded`, `retry_budget_exhausted`, `psp_rejected_request`,
-    /// `undecryptable`.
-    pub reason: &'static str,
+    pub reason: DeadLetterReason,
     /// Human-readable detail (never card data).
     pub error: String,
     pub entry_id: String,
     pub transaction_id: Option<String>,
     pub request_id: Option<String>,
     pub attempts: Option<u32>,
+}
+
+impl DeadLetter {
+    /// A letter for `entry_id` with nothing known beyond the reason.
+    pub fn new(reason: DeadLetterReason, error: impl Into<String>, entry_id: &str) -> Self {
+        DeadLetter {
+            reason,
+            error: error.into(),
+            entry_id: entry_id.to_owned(),
+            transaction_id: None,
+            request_id: None,
+            attempts: None,
+        }
+    }
 }
 
 /// Writes `letter` to the dead-letter stream and acknowledges and deletes
@@ -177,38 +192,29 @@ pub async fn dead_letter<C: ConnectionLike + Send>(
     letter: &DeadLetter,
 ) -> redis::RedisResult<()> {
     let mut fields: Vec<(&str, String)> = vec![
-        ("reason", letter.reason.to_owned()),
-        ("error", letter.error.clone()),
-        ("entry_id", letter.entry_id.clone()),
-        ("dead_at", platform::transaction::now_rfc3339()),
+        (letter_field::REASON, letter.reason.as_str().to_owned()),
+        (letter_field::ERROR, letter.error.clone()),
+        (letter_field::ENTRY_ID, letter.entry_id.clone()),
+        (letter_field::DEAD_AT, platform::transaction::now_rfc3339()),
     ];
     if let Some(id) = &letter.transaction_id {
-        fields.push(("transaction_id", id.clone()));
+        fields.push((letter_field::TRANSACTION_ID, id.clone()));
     }
     if let Some(id) = &letter.request_id {
-        fields.push(("request_id", id.clone()));
+        fields.push((letter_field::REQUEST_ID, id.clone()));
     }
     if let Some(attempts) = letter.attempts {
-        fields.push(("attempts", attempts.to_string()));
+        fields.push((letter_field::ATTEMPTS, attempts.to_string()));
     }
-    redis::pipe()
-        .atomic()
+    let mut pipe = redis::pipe();
+    pipe.atomic()
         .cmd("XADD")
         .arg(DEAD_LETTER_STREAM)
         .arg("*")
         .arg(&fields)
-        .ignore()
-        .cmd("XACK")
-        .arg(STREAM)
-        .arg(GROUP)
-        .arg(&letter.entry_id)
-        .ignore()
-        .cmd("XDEL")
-        .arg(STREAM)
-        .arg(&letter.entry_id)
-        .ignore()
-        .query_async(conn)
-        .await
+        .ignore();
+    ack_and_delete(&mut pipe, &letter.entry_id);
+    pipe.query_async(conn).await
 }
 
 /// Parks a message until `due_ms` and acknowledges its stream entry, in one
@@ -220,23 +226,14 @@ pub async fn schedule_retry<C: ConnectionLike + Send>(
     payload: &str,
     due_ms: u64,
 ) -> redis::RedisResult<()> {
-    redis::pipe()
-        .atomic()
+    let mut pipe = redis::pipe();
+    pipe.atomic()
         .zadd(RETRY_SET, transaction_id, due_ms)
         .ignore()
         .hset(RETRY_PAYLOADS, transaction_id, payload)
-        .ignore()
-        .cmd("XACK")
-        .arg(STREAM)
-        .arg(GROUP)
-        .arg(entry_id)
-        .ignore()
-        .cmd("XDEL")
-        .arg(STREAM)
-        .arg(entry_id)
-        .ignore()
-        .query_async(conn)
-        .await
+        .ignore();
+    ack_and_delete(&mut pipe, entry_id);
+    pipe.query_async(conn).await
 }
 
 /// Moves retries due by `now_ms` back onto the stream as new entries, at
@@ -278,8 +275,8 @@ pub async fn record_state<C: ConnectionLike + Send>(
 ) -> redis::RedisResult<Option<(String, u32)>> {
     let (status, attempts): (Option<String>, Option<u32>) = redis::cmd("HMGET")
         .arg(record_key)
-        .arg("status")
-        .arg("attempts")
+        .arg(platform::keyspace::field::STATUS)
+        .arg(platform::keyspace::field::ATTEMPTS)
         .query_async(conn)
         .await?;
     Ok(status.map(|status| (status, attempts.unwrap_or(0))))

@@ -11,7 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use platform::queue::ChargeMessage;
+use platform::keyspace::{self, field};
+use platform::queue::{CardDetails, ChargeMessage, DeadLetterReason};
 use platform::redis::Redis;
 use platform::transaction::{self, Status, TransactionId, Transition, TransitionOutcome};
 use tracing::Instrument;
@@ -40,13 +41,63 @@ pub struct RetryPolicy {
     pub max: Duration,
 }
 
-/// `failure_reason` when every attempt hit a retryable error.
-pub const FAILURE_PSP_UNAVAILABLE: &str = "psp_unavailable";
-/// `failure_reason` when the PSP refused the request as malformed.
-pub const FAILURE_PSP_REJECTED: &str = "psp_rejected_request";
-/// `failure_reason` when the message's card does not open with this
-/// connector's `CARD_ENCRYPTION_KEY` (keys differ, or it was altered).
-pub const FAILURE_CARD_UNREADABLE: &str = "card_unreadable";
+/// `failure_reason` of a transaction the connector failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Every attempt within the retry budget hit a retryable error.
+    PspUnavailable,
+    /// The PSP refused the request as malformed.
+    PspRejectedRequest,
+    /// The message's card does not open with this connector's
+    /// `CARD_ENCRYPTION_KEY` (keys differ, or it was altered).
+    CardUnreadable,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::PspUnavailable => "psp_unavailable",
+            FailureReason::PspRejectedRequest => "psp_rejected_request",
+            FailureReason::CardUnreadable => "card_unreadable",
+        }
+    }
+
+    fn field(self) -> (&'static str, String) {
+        (field::FAILURE_REASON, self.as_str().to_owned())
+    }
+}
+
+/// The transaction one entry is about, with what a dead letter names.
+struct Job {
+    entry_id: String,
+    id: TransactionId,
+    merchant: String,
+    request_id: String,
+}
+
+impl Job {
+    fn letter(&self, reason: DeadLetterReason, error: String, attempts: Option<u32>) -> DeadLetter {
+        DeadLetter {
+            transaction_id: Some(self.id.to_string()),
+            request_id: Some(self.request_id.clone()),
+            attempts,
+            ..DeadLetter::new(reason, error, &self.entry_id)
+        }
+    }
+}
+
+/// What follows a PSP's answer.
+enum Next {
+    /// Record this final status with these fields, and dead-letter the
+    /// entry when there is a reason to.
+    Final {
+        to: Status,
+        fields: Vec<(&'static str, String)>,
+        dead: Option<(DeadLetterReason, String)>,
+    },
+    /// Park the message for another attempt after `delay`.
+    Retry { delay: Duration, error: String },
+}
 
 impl Worker {
     /// Handles `entry`. A Redis error leaves it pending (it is reclaimed
@@ -56,12 +107,7 @@ impl Worker {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(entry_id = %entry.id, %error, "undecodable message; dead-lettering");
-                let letter = DeadLetter {
-                    reason: "undecodable",
-                    error,
-                    entry_id: entry.id.clone(),
-                    ..DeadLetter::default()
-                };
+                let letter = DeadLetter::new(DeadLetterReason::Undecodable, error, &entry.id);
                 if let Err(error) = stream::dead_letter(&mut self.redis.conn(), &letter).await {
                     tracing::warn!(entry_id = %entry.id, %error, "could not dead-letter; left pending");
                 }
@@ -74,9 +120,8 @@ impl Worker {
             request_id = %message.request_id,
             entry_id = %entry.id,
         );
-        let entry_id = entry.id.clone();
         if let Err(error) = self
-            .charge(entry_id, message)
+            .charge(entry.id, message)
             .instrument(span.clone())
             .await
         {
@@ -88,47 +133,81 @@ impl Worker {
 
     async fn charge(&self, entry_id: String, mut message: ChargeMessage) -> redis::RedisResult<()> {
         let mut conn = self.redis.conn();
-        let id = match TransactionId::parse(&message.transaction_id) {
-            Ok(id) => id,
-            Err(_) => {
-                tracing::warn!("message names no valid transaction id; dead-lettering");
-                return stream::dead_letter(
-                    &mut conn,
-                    &DeadLetter {
-                        reason: "undecodable",
-                        error: "transaction_id is not a transaction id".into(),
-                        entry_id,
-                        request_id: Some(message.request_id.clone()),
-                        ..DeadLetter::default()
-                    },
+        let Ok(id) = TransactionId::parse(&message.transaction_id) else {
+            tracing::warn!("message names no valid transaction id; dead-lettering");
+            let letter = DeadLetter {
+                request_id: Some(message.request_id.clone()),
+                ..DeadLetter::new(
+                    DeadLetterReason::Undecodable,
+                    "transaction_id is not a transaction id",
+                    &entry_id,
                 )
-                .await;
+            };
+            return stream::dead_letter(&mut conn, &letter).await;
+        };
+        let job = Job {
+            entry_id,
+            id,
+            merchant: message.merchant_id.clone(),
+            request_id: message.request_id.clone(),
+        };
+        let Some((card, attempt)) = self.start(&mut conn, &job, &message).await? else {
+            return Ok(());
+        };
+        let first_attempt_ms = *message.first_attempt_ms.get_or_insert_with(stream::now_ms);
+        let outcome = self.psp.charge(&message, &card).await;
+        match self.retry.decide(outcome, attempt, first_attempt_ms) {
+            Next::Retry { delay, error } => {
+                tracing::info!(
+                    attempt,
+                    %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "retryable PSP error; retry scheduled"
+                );
+                let due = stream::now_ms() + delay.as_millis() as u64;
+                stream::schedule_retry(
+                    &mut conn,
+                    &job.entry_id,
+                    job.id.as_str(),
+                    &message.to_payload(),
+                    due,
+                )
+                .await
             }
-        };
-        let letter = |reason, error: String, attempts| DeadLetter {
-            reason,
-            error,
-            entry_id: entry_id.clone(),
-            transaction_id: Some(id.to_string()),
-            request_id: Some(message.request_id.clone()),
-            attempts,
-        };
+            Next::Final { to, fields, dead } => {
+                let dead = dead.map(|(reason, error)| job.letter(reason, error, Some(attempt)));
+                record(&mut conn, &job, to, fields, dead, attempt).await
+            }
+        }
+    }
 
+    /// Everything before the PSP call: the record exists and is not final,
+    /// the card opens, and the status is `processing` with this attempt
+    /// counted. Returns the card and the attempt's number, or `None` when
+    /// the entry was finished or dead-lettered instead.
+    async fn start(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        job: &Job,
+        message: &ChargeMessage,
+    ) -> redis::RedisResult<Option<(CardDetails, u32)>> {
+        let unknown = || {
+            job.letter(
+                DeadLetterReason::UnknownTransaction,
+                "no transaction record".into(),
+                None,
+            )
+        };
         let Some((status, attempts)) =
-            stream::record_state(&mut conn, &transaction::keys::record(&id)).await?
+            stream::record_state(conn, &keyspace::record(&job.id)).await?
         else {
             tracing::warn!("no such transaction; dead-lettering");
-            return stream::dead_letter(
-                &mut conn,
-                &letter("unknown_transaction", "no transaction record".into(), None),
-            )
-            .await;
+            return stream::dead_letter(conn, &unknown()).await.map(|()| None);
         };
         if status.parse::<Status>().is_ok_and(Status::is_final) {
             tracing::info!(%status, "already final; acknowledging duplicate delivery");
-            return stream::finish(&mut conn, &entry_id).await;
+            return stream::finish(conn, &job.entry_id).await.map(|()| None);
         }
-
         let card = match message.open_card(&self.card_key) {
             Ok(card) => card,
             Err(error) => {
@@ -138,111 +217,75 @@ impl Worker {
                     from: vec![Status::Pending, Status::Processing],
                     to: Status::Failed,
                     add_attempts: 0,
-                    fields: vec![("failure_reason", FAILURE_CARD_UNREADABLE.to_owned())],
+                    fields: vec![FailureReason::CardUnreadable.field()],
                 };
-                transaction::transition(&mut conn, &id, &fail).await?;
-                return stream::dead_letter(
-                    &mut conn,
-                    &letter("undecryptable", error.to_string(), Some(attempts)),
-                )
-                .await;
+                transaction::transition(conn, &job.id, &job.merchant, &fail).await?;
+                let letter = job.letter(
+                    DeadLetterReason::Undecryptable,
+                    error.to_string(),
+                    Some(attempts),
+                );
+                return stream::dead_letter(conn, &letter).await.map(|()| None);
             }
         };
-
         let start = Transition {
             from: vec![Status::Pending, Status::Processing],
             to: Status::Processing,
             add_attempts: 1,
             fields: Vec::new(),
         };
-        match transaction::transition(&mut conn, &id, &start).await? {
-            TransitionOutcome::Applied => {}
+        match transaction::transition(conn, &job.id, &job.merchant, &start).await? {
+            TransitionOutcome::Applied => Ok(Some((card, attempts + 1))),
             TransitionOutcome::Refused { current } => {
                 tracing::info!(status = %current, "already final; acknowledging duplicate delivery");
-                return stream::finish(&mut conn, &entry_id).await;
+                stream::finish(conn, &job.entry_id).await.map(|()| None)
             }
             TransitionOutcome::NotFound => {
                 tracing::warn!("transaction vanished; dead-lettering");
-                return stream::dead_letter(
-                    &mut conn,
-                    &letter("unknown_transaction", "no transaction record".into(), None),
-                )
-                .await;
+                stream::dead_letter(conn, &unknown()).await.map(|()| None)
             }
         }
-        let attempt = attempts + 1;
-        let first_attempt_ms = *message.first_attempt_ms.get_or_insert_with(stream::now_ms);
+    }
+}
 
-        let outcome = self.psp.charge(&message, &card).await;
-        let retry = match &outcome {
-            ChargeOutcome::Retryable(_) => {
-                Some(self.retry.next(attempt, first_attempt_ms, stream::now_ms()))
-            }
-            _ => None,
-        };
-        let (to, fields, dead) = match outcome {
-            ChargeOutcome::Approved => (Status::Succeeded, vec![], None),
-            ChargeOutcome::Declined(code) => (Status::Declined, vec![("decline_code", code)], None),
-            ChargeOutcome::Rejected(error) => (
-                Status::Failed,
-                vec![("failure_reason", FAILURE_PSP_REJECTED.to_owned())],
-                Some(letter("psp_rejected_request", error, Some(attempt))),
-            ),
-            ChargeOutcome::Retryable(error) => match retry.expect("decided for retryable") {
-                Retry::GiveUp(reason) => (
-                    Status::Failed,
-                    vec![("failure_reason", FAILURE_PSP_UNAVAILABLE.to_owned())],
-                    Some(letter(reason, error, Some(attempt))),
-                ),
-                Retry::After(delay) => {
-                    tracing::info!(
-                        attempt,
-                        %error,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "retryable PSP error; retry scheduled"
-                    );
-                    let due = stream::now_ms() + delay.as_millis() as u64;
-                    return stream::schedule_retry(
-                        &mut conn,
-                        &entry_id,
-                        id.as_str(),
-                        &message.to_payload(),
-                        due,
-                    )
-                    .await;
+/// Records a final status by compare-and-set, then acknowledges the entry
+/// (with its dead letter, when there is one).
+async fn record(
+    conn: &mut redis::aio::ConnectionManager,
+    job: &Job,
+    to: Status,
+    fields: Vec<(&'static str, String)>,
+    dead: Option<DeadLetter>,
+    attempt: u32,
+) -> redis::RedisResult<()> {
+    let done = Transition {
+        from: vec![Status::Processing],
+        to,
+        add_attempts: 0,
+        fields,
+    };
+    match transaction::transition(conn, &job.id, &job.merchant, &done).await? {
+        TransitionOutcome::Applied => {
+            tracing::info!(status = %to, attempt, "transaction final");
+            match dead {
+                // The transaction is final either way; the dead letter and
+                // the acknowledgement go together.
+                Some(letter) => {
+                    tracing::warn!(reason = %letter.reason, error = %letter.error, "dead-lettering");
+                    stream::dead_letter(conn, &letter).await
                 }
-            },
-        };
-
-        let done = Transition {
-            from: vec![Status::Processing],
-            to,
-            add_attempts: 0,
-            fields,
-        };
-        match transaction::transition(&mut conn, &id, &done).await? {
-            TransitionOutcome::Applied => {
-                tracing::info!(status = %to, attempt, "transaction final");
-                match dead {
-                    // The transaction is final either way; the dead letter
-                    // and the acknowledgement go together.
-                    Some(letter) => {
-                        tracing::warn!(reason = letter.reason, error = %letter.error, "dead-lettering");
-                        stream::dead_letter(&mut conn, &letter).await
-                    }
-                    None => stream::finish(&mut conn, &entry_id).await,
-                }
+                None => stream::finish(conn, &job.entry_id).await,
             }
-            TransitionOutcome::Refused { current } => {
-                // Another worker finished it first (a duplicate delivery
-                // racing this one); its outcome stands.
-                tracing::info!(status = %current, "finished elsewhere; acknowledging");
-                stream::finish(&mut conn, &entry_id).await
-            }
-            TransitionOutcome::NotFound => {
-                tracing::warn!("transaction vanished while charging; acknowledging");
-                stream::finish(&mut conn, &entry_id).await
-            }
+        }
+        TransitionOutcome::Refused { current } => {
+            // Another worker finished it first (a duplicate delivery racing
+            // this one); its outcome stands.
+            tracing::info!(status = %current, "finished elsewhere; acknowledging");
+            stream::finish(conn, &job.entry_id).await
+        }
+        TransitionOutcome::NotFound => {
+            tracing::warn!("transaction vanished while charging; acknowledging");
+            stream::finish(conn, &job.entry_id).await
         }
     }
 }
@@ -253,17 +296,48 @@ enum Retry {
     /// Try again after this long.
     After(Duration),
     /// Stop: the dead-letter reason.
-    GiveUp(&'static str),
+    GiveUp(DeadLetterReason),
 }
 
 impl RetryPolicy {
+    /// What follows `outcome` of attempt number `attempt`.
+    fn decide(&self, outcome: ChargeOutcome, attempt: u32, first_attempt_ms: u64) -> Next {
+        let failed = |reason: FailureReason, dead| Next::Final {
+            to: Status::Failed,
+            fields: vec![reason.field()],
+            dead: Some(dead),
+        };
+        match outcome {
+            ChargeOutcome::Approved => Next::Final {
+                to: Status::Succeeded,
+                fields: Vec::new(),
+                dead: None,
+            },
+            ChargeOutcome::Declined(code) => Next::Final {
+                to: Status::Declined,
+                fields: vec![(field::DECLINE_CODE, code)],
+                dead: None,
+            },
+            ChargeOutcome::Rejected(error) => failed(
+                FailureReason::PspRejectedRequest,
+                (DeadLetterReason::PspRejectedRequest, error),
+            ),
+            ChargeOutcome::Retryable(error) => {
+                match self.next(attempt, first_attempt_ms, stream::now_ms()) {
+                    Retry::After(delay) => Next::Retry { delay, error },
+                    Retry::GiveUp(reason) => failed(FailureReason::PspUnavailable, (reason, error)),
+                }
+            }
+        }
+    }
+
     /// After attempt number `attempt` of a transaction first tried at
     /// `first_attempt_ms` failed retryably (at `now_ms`): the next delay,
     /// never past the end of the budget (so the last attempt is made at its
     /// end), or why to stop.
     fn next(&self, attempt: u32, first_attempt_ms: u64, now_ms: u64) -> Retry {
         if self.max_attempts.is_some_and(|max| attempt >= max) {
-            return Retry::GiveUp("max_attempts_exceeded");
+            return Retry::GiveUp(DeadLetterReason::MaxAttemptsExceeded);
         }
         let elapsed = Duration::from_millis(now_ms.saturating_sub(first_attempt_ms));
         let Some(left) = self
@@ -271,7 +345,7 @@ impl RetryPolicy {
             .checked_sub(elapsed)
             .filter(|left| !left.is_zero())
         else {
-            return Retry::GiveUp("retry_budget_exhausted");
+            return Retry::GiveUp(DeadLetterReason::RetryBudgetExhausted);
         };
         Retry::After(backoff(attempt, self.base, self.max).min(left))
     }
@@ -284,7 +358,7 @@ fn decode(entry: &Entry) -> Result<ChargeMessage, String> {
     let payload = entry
         .payload
         .as_deref()
-        .ok_or_else(|| format!("no `{}` field", platform::queue::PAYLOAD_FIELD))?;
+        .ok_or_else(|| format!("no `{}` field", keyspace::PAYLOAD_FIELD))?;
     ChargeMessage::from_payload(payload).map_err(|error| {
         format!(
             "payload is not a charge message ({:?} error at line {} column {})",
@@ -341,13 +415,13 @@ mod tests {
         }
         assert_eq!(
             unlimited.next(2, now - 60_000, now),
-            Retry::GiveUp("retry_budget_exhausted")
+            Retry::GiveUp(DeadLetterReason::RetryBudgetExhausted)
         );
         let capped = policy(Some(3));
         assert!(matches!(capped.next(2, now, now), Retry::After(_)));
         assert_eq!(
             capped.next(3, now, now),
-            Retry::GiveUp("max_attempts_exceeded")
+            Retry::GiveUp(DeadLetterReason::MaxAttemptsExceeded)
         );
     }
 

@@ -10,16 +10,17 @@ use common::{
     Connector, Sandbox, pending_count, pending_for, records, seed, stream_entries, wait_final,
     wait_until,
 };
-use platform::queue::{DEAD_LETTER_STREAM, STREAM};
+use platform::keyspace::{DEAD_LETTER_STREAM, Index, PAYLOAD_FIELD, RETRY_SET, STREAM};
 use platform::testing::{RedisServer, free_port};
+use platform::transaction::Status;
 use redis::Commands;
 
-const APPROVED: &str = "4242424242424242";
+use psp_sandbox::cards::{
+    APPROVED, DECLINED, EXPIRED_CARD as EXPIRED, INSUFFICIENT_FUNDS as INSUFFICIENT,
+    PROCESSING_ERROR,
+};
+/// Not a test card: approved like any other valid card.
 const OTHER_APPROVED: &str = "5555555555554444";
-const DECLINED: &str = "4000000000000002";
-const INSUFFICIENT: &str = "4000000000009995";
-const EXPIRED: &str = "4000000000000069";
-const PROCESSING_ERROR: &str = "4000000000000119";
 
 fn expected(card: &str) -> (&'static str, Option<&'static str>, Option<&'static str>) {
     match card {
@@ -58,7 +59,7 @@ async fn thousand_mixed_transactions_reach_their_expected_status() {
         APPROVED,
     ];
     let cards: Vec<&str> = (0..1000).map(|i| mix[i % mix.len()]).collect();
-    let ids = seed(&mut conn, &cards);
+    let ids = seed(&redis, &cards).await;
     let records = wait_final(&mut conn, &ids, Duration::from_secs(60)).await;
 
     let mut decided = 0;
@@ -99,21 +100,15 @@ async fn thousand_mixed_transactions_reach_their_expected_status() {
         dead.iter()
             .all(|(_, f)| f["reason"] == "max_attempts_exceeded")
     );
-    let retry_left: u64 = conn.zcard(psp_connector::stream::RETRY_SET).unwrap();
+    let retry_left: u64 = conn.zcard(RETRY_SET).unwrap();
     assert_eq!(retry_left, 0);
     // The status indexes followed the status.
     let succeeded: u64 = conn
-        .zcard(platform::transaction::keys::status_index(
-            common::MERCHANT,
-            platform::transaction::Status::Succeeded,
-        ))
+        .zcard(Index::Status(Status::Succeeded).key(common::MERCHANT))
         .unwrap();
     assert_eq!(succeeded, 600);
     let pending: u64 = conn
-        .zcard(platform::transaction::keys::status_index(
-            common::MERCHANT,
-            platform::transaction::Status::Pending,
-        ))
+        .zcard(Index::Status(Status::Pending).key(common::MERCHANT))
         .unwrap();
     assert_eq!(pending, 0);
 }
@@ -131,7 +126,7 @@ async fn flaky_psp_still_settles_everything_once() {
     );
     connector.wait_ready().await;
 
-    let ids = seed(&mut conn, &[APPROVED; 300]);
+    let ids = seed(&redis, &[APPROVED; 300]).await;
     let records = wait_final(&mut conn, &ids, Duration::from_secs(60)).await;
     assert!(
         records.values().all(|r| r.status == "succeeded"),
@@ -160,7 +155,7 @@ async fn psp_down_fails_after_max_attempts_then_recovers() {
     let connector = Connector::spawn(&redis.url(), &psp_url, &[]);
     connector.wait_ready().await;
 
-    let down = seed(&mut conn, &[APPROVED; 20]);
+    let down = seed(&redis, &[APPROVED; 20]).await;
     let records = wait_final(&mut conn, &down, Duration::from_secs(30)).await;
     for (id, record) in &records {
         assert_eq!(record.status, "failed", "{id}");
@@ -192,7 +187,7 @@ async fn psp_down_fails_after_max_attempts_then_recovers() {
     }
 
     let sandbox = Sandbox::start(port, 0, 0.0).await;
-    let up = seed(&mut conn, &[APPROVED; 20]);
+    let up = seed(&redis, &[APPROVED; 20]).await;
     let records = wait_final(&mut conn, &up, Duration::from_secs(30)).await;
     assert!(
         records.values().all(|r| r.status == "succeeded"),
@@ -221,7 +216,7 @@ async fn kill_9_with_in_flight_messages_loses_nothing_and_charges_once() {
     victim.wait_ready().await;
     survivor.wait_ready().await;
 
-    let ids = seed(&mut conn, &[APPROVED; 300]);
+    let ids = seed(&redis, &[APPROVED; 300]).await;
     // Kill while the victim holds messages whose charges the sandbox has
     // already decided but not yet answered (it decides half-way through its
     // latency): the survivor must get the stored answer, not a new charge.
@@ -280,11 +275,14 @@ async fn poison_message_is_dead_lettered_and_the_queue_keeps_flowing() {
         .xadd(
             STREAM,
             "*",
-            &[("payload", "{\"card\": {\"number\": \"4242424242424242\"")],
+            &[(
+                PAYLOAD_FIELD,
+                "{\"card\": {\"number\": \"4242424242424242\"",
+            )],
         )
         .unwrap();
     let no_payload: String = conn.xadd(STREAM, "*", &[("something", "else")]).unwrap();
-    let ids = seed(&mut conn, &[APPROVED; 10]);
+    let ids = seed(&redis, &[APPROVED; 10]).await;
 
     let records = wait_final(&mut conn, &ids, Duration::from_secs(20)).await;
     assert!(records.values().all(|r| r.status == "succeeded"));
@@ -329,7 +327,7 @@ async fn poison_message_is_dead_lettered_and_the_queue_keeps_flowing() {
         first_attempt_ms: None,
     };
     let _: String = conn
-        .xadd(STREAM, "*", &[("payload", message.to_payload())])
+        .xadd(STREAM, "*", &[(PAYLOAD_FIELD, message.to_payload())])
         .unwrap();
     wait_until("duplicate acknowledged", Duration::from_secs(5), || {
         conn.xlen::<_, u64>(STREAM).unwrap() == 0 && pending_count(&mut conn) == 0
@@ -355,7 +353,7 @@ async fn sigterm_finishes_in_flight_charges_and_exits_0() {
     let connector = Connector::spawn(&redis.url(), &sandbox.url(), &[]);
     connector.wait_ready().await;
 
-    let ids = seed(&mut conn, &[APPROVED; 5]);
+    let ids = seed(&redis, &[APPROVED; 5]).await;
     wait_until("all five in flight", Duration::from_secs(5), || {
         records(&mut conn, &ids)
             .values()
@@ -379,10 +377,13 @@ async fn sigterm_finishes_in_flight_charges_and_exits_0() {
             .lines()
             .find(|line| line.contains("transaction final") && line.contains(id.as_str()))
             .unwrap_or_else(|| panic!("no final log line for {id}:\n{logs}"));
-        assert!(
-            line.contains(&format!("req-{}", &id.as_str()[3..])),
-            "{line}"
-        );
+        let request_id: String = conn
+            .hget(
+                platform::keyspace::record(id),
+                platform::keyspace::field::REQUEST_ID,
+            )
+            .unwrap();
+        assert!(line.contains(&request_id), "{request_id}: {line}");
     }
     assert!(!logs.contains(APPROVED), "card number in the logs");
 }
@@ -401,7 +402,7 @@ async fn work_not_finished_within_the_drain_timeout_is_reclaimed() {
         ],
     );
     first.wait_ready().await;
-    let ids = seed(&mut conn, &[APPROVED; 3]);
+    let ids = seed(&redis, &[APPROVED; 3]).await;
     wait_until("in flight", Duration::from_secs(5), || {
         records(&mut conn, &ids)
             .values()
@@ -467,7 +468,7 @@ async fn readiness_follows_redis_and_work_resumes_after_a_restart() {
     redis.restart();
     connector.wait_ready().await;
     let mut conn = redis.connection();
-    let ids = seed(&mut conn, &[APPROVED; 10]);
+    let ids = seed(&redis, &[APPROVED; 10]).await;
     let records = wait_final(&mut conn, &ids, Duration::from_secs(20)).await;
     assert!(records.values().all(|r| r.status == "succeeded"));
 }
@@ -485,12 +486,12 @@ async fn consumers_of_exited_processes_are_removed_from_the_group() {
     gone.wait_ready().await;
     let names = |conn: &mut redis::Connection| -> Vec<String> {
         let reply: redis::streams::StreamInfoConsumersReply = conn
-            .xinfo_consumers(STREAM, platform::queue::GROUP)
+            .xinfo_consumers(STREAM, platform::keyspace::GROUP)
             .unwrap();
         reply.consumers.into_iter().map(|c| c.name).collect()
     };
     // A consumer joins the group with the first entry it is handed.
-    let ids = seed(&mut conn, &[APPROVED]);
+    let ids = seed(&redis, &[APPROVED]).await;
     wait_final(&mut conn, &ids, Duration::from_secs(10)).await;
     wait_until("consumer joined the group", Duration::from_secs(5), || {
         names(&mut conn).contains(&"gone".to_owned())
@@ -514,7 +515,7 @@ async fn consumers_of_exited_processes_are_removed_from_the_group() {
         !names(&mut conn).contains(&"gone".to_owned())
     })
     .await;
-    let ids = seed(&mut conn, &[APPROVED]);
+    let ids = seed(&redis, &[APPROVED]).await;
     wait_final(&mut conn, &ids, Duration::from_secs(10)).await;
     assert_eq!(names(&mut conn), vec!["stays".to_owned()]);
 }
@@ -566,7 +567,7 @@ async fn a_psp_outage_within_the_retry_budget_fails_nothing() {
     );
     connector.wait_ready().await;
 
-    let ids = seed(&mut conn, &[APPROVED; PAYMENTS]);
+    let ids = seed(&redis, &[APPROVED; PAYMENTS]).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let during = records(&mut conn, &ids);
     assert!(
@@ -616,7 +617,7 @@ async fn retries_stop_when_the_budget_is_spent() {
     );
     connector.wait_ready().await;
     let started = std::time::Instant::now();
-    let ids = seed(&mut conn, &[APPROVED; 5]);
+    let ids = seed(&redis, &[APPROVED; 5]).await;
     let settled = wait_final(&mut conn, &ids, Duration::from_secs(15)).await;
     assert!(started.elapsed() >= Duration::from_secs(2));
     for record in settled.values() {
@@ -649,7 +650,7 @@ async fn cards_sealed_with_another_key_fail_without_a_charge() {
         &[("CARD_ENCRYPTION_KEY", other.into())],
     );
     connector.wait_ready().await;
-    let ids = seed(&mut conn, &[APPROVED; 5]);
+    let ids = seed(&redis, &[APPROVED; 5]).await;
     let settled = wait_final(&mut conn, &ids, Duration::from_secs(10)).await;
     for record in settled.values() {
         assert_eq!(record.status, "failed", "{record:?}");

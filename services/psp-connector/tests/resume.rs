@@ -23,7 +23,7 @@ async fn a_restarted_connector_resumes_its_own_pending_messages_at_once() {
     ];
     let first = Connector::spawn(&redis.url(), &sandbox.url(), &settings);
     first.wait_ready().await;
-    let ids = seed(&mut conn, &["4242424242424242"; 100]);
+    let ids = seed(&redis, &[psp_sandbox::cards::APPROVED; 100]).await;
     wait_until("messages in flight", Duration::from_secs(10), || {
         pending_for(&mut conn, "replica-0") > 0
     })

@@ -10,13 +10,26 @@ pub enum Decision {
     ProcessingError,
 }
 
-/// Test cards with a fixed outcome; any other valid card is approved.
+/// Approved.
+pub const APPROVED: &str = "4242424242424242";
+/// Declined `card_declined`.
+pub const DECLINED: &str = "4000000000000002";
+/// Declined `insufficient_funds`.
+pub const INSUFFICIENT_FUNDS: &str = "4000000000009995";
+/// Declined `expired_card`.
+pub const EXPIRED_CARD: &str = "4000000000000069";
+/// Answered 503 every time: retried by the connector, then failed.
+pub const PROCESSING_ERROR: &str = "4000000000000119";
+
+/// Test cards with a fixed outcome; any other valid card is approved. The
+/// one list: the e2e suite, the dashboard's card picker and the README are
+/// checked against it.
 pub const TEST_CARDS: &[(&str, Decision)] = &[
-    ("4242424242424242", Decision::Approved),
-    ("4000000000000002", Decision::Declined("card_declined")),
-    ("4000000000009995", Decision::Declined("insufficient_funds")),
-    ("4000000000000069", Decision::Declined("expired_card")),
-    ("4000000000000119", Decision::ProcessingError),
+    (APPROVED, Decision::Approved),
+    (DECLINED, Decision::Declined("card_declined")),
+    (INSUFFICIENT_FUNDS, Decision::Declined("insufficient_funds")),
+    (EXPIRED_CARD, Decision::Declined("expired_card")),
+    (PROCESSING_ERROR, Decision::ProcessingError),
 ];
 
 /// The decision for a card whose number already passed [`is_valid_number`].

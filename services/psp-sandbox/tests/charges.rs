@@ -5,39 +5,23 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use platform::Shutdown;
-use platform::config::{RuntimeConfig, Secs};
-use platform::testing::{ChildGuard, free_port, wait_for_port};
+use platform::config::Secs;
+use platform::testing::{ChildGuard, Spawned, free_port, wait_for_port};
 use psp_sandbox::{Config, FailureRate};
 use serde_json::{Value, json};
 
 struct Sandbox {
     url: String,
-    shutdown: Shutdown,
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
+    _served: Spawned,
 }
 
 async fn boot(configure: impl FnOnce(&mut Config)) -> Sandbox {
     let mut config = Config::on(SocketAddr::from(([127, 0, 0, 1], 0)));
     configure(&mut config);
-    let runtime = RuntimeConfig {
-        log_format: None,
-        shutdown_timeout_secs: Secs(Duration::from_secs(5)),
-        ..RuntimeConfig::default()
-    };
-    let shutdown = Shutdown::new();
-    let (addr, serve) = psp_sandbox::build(config, runtime, shutdown.clone())
-        .await
-        .expect("build sandbox");
-    tokio::spawn(serve);
+    let served = Spawned::start(config, psp_sandbox::build).await;
     Sandbox {
-        url: format!("http://{addr}"),
-        shutdown,
+        url: served.url(),
+        _served: served,
     }
 }
 

@@ -6,16 +6,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use platform::ApiError;
 use platform::auth::Caller;
+use platform::crypto::CardKey;
 use platform::http::{ErrorBody, Json, RequestId};
+use platform::keyspace::Index;
 use platform::queue::{CardDetails, ChargeMessage};
-use platform::transaction::{Status, TransactionId, keys, now_rfc3339};
+use platform::transaction::{Status, TransactionId, now_rfc3339};
 
 use super::model::{PaymentMethod, Transaction};
 use super::request::{CreateTransactionRequest, NewTransaction};
-use super::store::{self, CreateOutcome, IdempotencyWrite, NewRecord};
+use super::store::{self, CreateOutcome, IdempotencyWrite, NewRecord, RequiredLink};
 use crate::AppState;
 use crate::domain::IdempotencyKey;
-use crate::idempotency::{self, Entry, Replay};
+use crate::idempotency::{self, Entry, Fingerprinter, Replay};
+use redis::aio::ConnectionLike;
 
 /// Accepts a transaction for charging. It is `pending` until a PSP
 /// connector picks it up; poll `GET /transactions/{id}` for the outcome.
@@ -58,143 +61,217 @@ pub async fn create_transaction(
     let new = request.validate()?;
     // A user acts only for the customers linked to them (an API key for
     // every customer of its merchant).
-    let link_key = match caller.user() {
-        Some(user) if new.customer_id.is_some() => Some(platform::access::keys::user_customers(
-            &caller.merchant,
-            user,
-        )),
-        Some(_) => return Err(customer_not_permitted()),
-        None => None,
+    let link = match (caller.user(), &new.customer_id) {
+        (Some(user), Some(customer)) => Some(RequiredLink {
+            set_key: platform::keyspace::user_customers(&caller.merchant, user),
+            customer: customer.as_str().to_owned(),
+        }),
+        (Some(_), None) => return Err(customer_not_permitted()),
+        (None, _) => None,
     };
-    let mut conn = state.redis.conn();
-
-    // With a key: the fingerprint of this body and a fresh claim marker.
-    let claim = idempotency_key.as_ref().map(|key| {
-        let fingerprint = state.fingerprinter.fingerprint(&new.canonical_bytes());
-        let marker = idempotency::new_marker(&fingerprint);
-        (idempotency::key(&caller.merchant, key), marker, fingerprint)
-    });
-
-    let id = TransactionId::generate();
-    let transaction = new_transaction(&id, &caller, &new);
-    let body = serde_json::to_string(&transaction).expect("transaction serialises");
-    let location = format!("/transactions/{id}");
-    let message = ChargeMessage {
-        transaction_id: id.to_string(),
-        request_id: request_id.as_str().to_owned(),
-        merchant_id: caller.merchant.clone(),
-        amount: new.amount.minor_units(),
-        currency: new.currency.code().to_owned(),
-        card: state.card_key.seal(
-            &CardDetails {
-                number: new.card.expose().to_owned(),
-                expiry_month: new.expiry.month(),
-                expiry_year: new.expiry.year(),
-                cvc: new.cvc.expose().to_owned(),
-            },
-            id.as_str(),
-            &caller.merchant,
-        ),
-        first_attempt_ms: None,
-    };
-    let record = NewRecord {
-        id: &id,
-        fields: transaction.to_hash_fields(request_id.as_str()),
-        indexes: indexes(&transaction),
-        message: &message,
-    };
-    let idempotency_write =
-        claim
-            .as_ref()
-            .map(|(redis_key, marker, fingerprint)| IdempotencyWrite {
-                redis_key,
-                marker,
-                completed: Entry::Completed {
-                    fingerprint: fingerprint.clone(),
-                    status: StatusCode::ACCEPTED.as_u16(),
-                    location: location.clone(),
-                    body: body.clone(),
-                }
-                .encode(),
-            });
-    let link = link_key.as_deref().map(|set_key| store::RequiredLink {
-        set_key,
-        customer: new.customer_id.as_ref().map_or("", |c| c.as_str()),
-    });
-    let create = store::create_command(&record, idempotency_write.as_ref(), link.as_ref());
-
-    // One round trip: [is linked,] [claim,] create. A user not linked to
-    // the customer gets 403 even when the key was used before (by whoever
-    // of the merchant): a replay would show the transaction.
-    let mut pipeline = redis::pipe();
-    if let Some(link) = &link {
-        pipeline
-            .cmd("SISMEMBER")
-            .arg(link.set_key)
-            .arg(link.customer);
-    }
-    if let Some((redis_key, marker, _)) = &claim {
-        pipeline.add_command(idempotency::claim_command(redis_key, marker));
-    }
-    pipeline.add_command(create);
-    let result =
-        store::run_scripts::<_, Vec<redis::Value>>(&mut conn, &pipeline, &[&*store::CREATE])
-            .await
-            .and_then(|mut replies| {
-                let outcome: String =
-                    redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?;
-                let existing: Option<String> = match &claim {
-                    Some(_) => redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?,
-                    None => None,
-                };
-                let linked = match &link {
-                    Some(_) => redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?,
-                    None => true,
-                };
-                Ok((linked, existing, CreateOutcome::from_reply(&outcome)))
-            });
-    let (linked, existing, outcome) = match result {
-        Ok(replies) => replies,
-        Err(error) => {
-            release(&mut conn, claim.as_ref()).await;
-            return Err(error.into());
-        }
-    };
-    match outcome {
-        CreateOutcome::Created => {}
-        CreateOutcome::CustomerNotPermitted => {
-            release(&mut conn, claim.as_ref()).await;
-            return Err(customer_not_permitted());
-        }
-        CreateOutcome::ClaimLost => {
-            // The key was taken: the create wrote nothing; answer from what
-            // is there, unless this user may not see it. (Our own marker
-            // means a retried pipeline, and then the claim was lost since.)
-            if let (Some((_, marker, fingerprint)), Some(existing)) = (&claim, &existing)
-                && existing != marker
-            {
-                if !linked {
-                    return Err(customer_not_permitted());
-                }
-                let replay = idempotency::answer_from(existing, fingerprint)?;
-                return Ok(replayed(replay));
-            }
-            return Err(idempotency::in_progress());
-        }
-        CreateOutcome::Refused(reason) => {
-            release(&mut conn, claim.as_ref()).await;
-            return Err(ApiError::internal(format!("create refused: {reason}")));
-        }
+    let accepted = Accepted::new(&state.card_key, &caller, request_id.as_str(), &new);
+    let claim = idempotency_key
+        .as_ref()
+        .map(|key| Claim::new(&state.fingerprinter, &caller, key, &new));
+    let written = write(
+        &mut state.redis.conn(),
+        &accepted,
+        claim.as_ref(),
+        link.as_ref(),
+    )
+    .await?;
+    if let Some(replay) = written {
+        return Ok(replayed(replay));
     }
     tracing::info!(
-        transaction_id = %id,
+        transaction_id = %accepted.transaction.id,
         merchant_id = %caller.merchant,
         amount = new.amount.minor_units(),
         currency = new.currency.code(),
         card = %new.card,
         "transaction accepted"
     );
-    Ok(accepted(StatusCode::ACCEPTED, &location, body))
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &accepted.location,
+        accepted.body,
+    ))
+}
+
+/// Writes a validated transaction exactly as `POST /transactions` does
+/// without an `Idempotency-Key` for an API key: the same record, indexes
+/// and queue message in the same script, with no user-customer check (that
+/// is the route's). For tests and benchmarks that need transactions in
+/// Redis without the HTTP round trip, so no other code restates the record.
+pub async fn accept<C: ConnectionLike + Send>(
+    conn: &mut C,
+    card_key: &CardKey,
+    caller: &Caller,
+    request_id: &str,
+    new: &NewTransaction,
+) -> Result<Transaction, ApiError> {
+    let accepted = Accepted::new(card_key, caller, request_id, new);
+    write(conn, &accepted, None, None).await?;
+    Ok(accepted.transaction)
+}
+
+/// Everything a new transaction writes, built before anything is written.
+struct Accepted {
+    transaction: Transaction,
+    /// The response body, which a completed idempotency entry replays.
+    body: String,
+    location: String,
+    message: ChargeMessage,
+    request_id: String,
+}
+
+impl Accepted {
+    fn new(card_key: &CardKey, caller: &Caller, request_id: &str, new: &NewTransaction) -> Self {
+        let id = TransactionId::generate();
+        let transaction = new_transaction(&id, caller, new);
+        let body = serde_json::to_string(&transaction).expect("transaction serialises");
+        let card = CardDetails {
+            number: new.card.expose().to_owned(),
+            expiry_month: new.expiry.month(),
+            expiry_year: new.expiry.year(),
+            cvc: new.cvc.expose().to_owned(),
+        };
+        let message = ChargeMessage {
+            transaction_id: id.to_string(),
+            request_id: request_id.to_owned(),
+            merchant_id: caller.merchant.clone(),
+            amount: new.amount.minor_units(),
+            currency: new.currency.code().to_owned(),
+            card: card_key.seal(&card, id.as_str(), &caller.merchant),
+            first_attempt_ms: None,
+        };
+        Accepted {
+            location: format!("/transactions/{id}"),
+            transaction,
+            body,
+            message,
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    /// The completed idempotency entry that replaces `claim`'s marker.
+    fn completed_entry(&self, claim: &Claim) -> String {
+        Entry::Completed {
+            fingerprint: claim.fingerprint.clone(),
+            status: StatusCode::ACCEPTED.as_u16(),
+            location: self.location.clone(),
+            body: self.body.clone(),
+        }
+        .encode()
+    }
+}
+
+/// A request's hold on its `Idempotency-Key`: the Redis key, our marker and
+/// the body's fingerprint.
+struct Claim {
+    redis_key: String,
+    marker: String,
+    fingerprint: String,
+}
+
+impl Claim {
+    fn new(
+        fingerprinter: &Fingerprinter,
+        caller: &Caller,
+        key: &IdempotencyKey,
+        new: &NewTransaction,
+    ) -> Self {
+        let fingerprint = fingerprinter.fingerprint(&new.canonical_bytes());
+        Claim {
+            redis_key: idempotency::key(&caller.merchant, key),
+            marker: idempotency::new_marker(&fingerprint),
+            fingerprint,
+        }
+    }
+}
+
+/// The write, in one round trip: `[is linked,] [claim,] create`. `Some` is
+/// the replay of an earlier request with the same key; an error leaves
+/// nothing written and releases the claim. With `link` (a user's request)
+/// the create script refuses unless the customer is linked, and a user not
+/// linked gets 403 even when the key was used before (by whoever of the
+/// merchant): a replay would show the transaction.
+async fn write<C: ConnectionLike + Send>(
+    conn: &mut C,
+    accepted: &Accepted,
+    claim: Option<&Claim>,
+    link: Option<&RequiredLink>,
+) -> Result<Option<Replay>, ApiError> {
+    let transaction = &accepted.transaction;
+    let id = TransactionId::parse(&transaction.id).expect("generated id");
+    let record = NewRecord {
+        id: &id,
+        fields: transaction.to_hash_fields(&accepted.request_id),
+        indexes: indexes(transaction),
+        message: &accepted.message,
+    };
+    let completed = claim.map(|claim| IdempotencyWrite {
+        redis_key: &claim.redis_key,
+        marker: &claim.marker,
+        completed: accepted.completed_entry(claim),
+    });
+    let create = store::create_command(&record, completed.as_ref(), link);
+    let mut pipeline = redis::pipe();
+    if let Some(link) = link {
+        pipeline
+            .cmd("SISMEMBER")
+            .arg(&link.set_key)
+            .arg(&link.customer);
+    }
+    if let Some(claim) = claim {
+        pipeline.add_command(idempotency::claim_command(&claim.redis_key, &claim.marker));
+    }
+    pipeline.add_command(create);
+    let replies =
+        store::run_scripts::<_, Vec<redis::Value>>(conn, &pipeline, &[&*store::CREATE]).await;
+    let decoded = replies.and_then(|mut replies| {
+        let mut next = || replies.pop().unwrap_or(redis::Value::Nil);
+        let outcome: String = redis::from_redis_value(next())?;
+        let existing: Option<String> = match claim {
+            Some(_) => redis::from_redis_value(next())?,
+            None => None,
+        };
+        let linked: bool = match link {
+            Some(_) => redis::from_redis_value(next())?,
+            None => true,
+        };
+        Ok((linked, existing, CreateOutcome::from_reply(&outcome)))
+    });
+    let (linked, existing, outcome) = match decoded {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            release(conn, claim).await;
+            return Err(error.into());
+        }
+    };
+    match outcome {
+        CreateOutcome::Created => Ok(None),
+        CreateOutcome::CustomerNotPermitted => {
+            release(conn, claim).await;
+            Err(customer_not_permitted())
+        }
+        CreateOutcome::ClaimLost => match (claim, existing) {
+            // The key was taken: the create wrote nothing; answer from
+            // what is there, unless this user may not see it. (Our own
+            // marker means a retried pipeline whose claim was lost since.)
+            (Some(claim), Some(existing)) if existing != claim.marker => {
+                if !linked {
+                    return Err(customer_not_permitted());
+                }
+                idempotency::answer_from(&existing, &claim.fingerprint).map(Some)
+            }
+            _ => Err(idempotency::in_progress()),
+        },
+        CreateOutcome::Refused(reason) => {
+            release(conn, claim).await;
+            Err(ApiError::internal(format!("create refused: {reason}")))
+        }
+    }
 }
 
 fn customer_not_permitted() -> ApiError {
@@ -207,12 +284,9 @@ fn customer_not_permitted() -> ApiError {
     .with_param("customer_id")
 }
 
-async fn release(
-    conn: &mut redis::aio::ConnectionManager,
-    claim: Option<&(String, String, String)>,
-) {
-    if let Some((redis_key, marker, _)) = claim {
-        idempotency::release(conn, redis_key, marker).await;
+async fn release<C: ConnectionLike + Send>(conn: &mut C, claim: Option<&Claim>) {
+    if let Some(claim) = claim {
+        idempotency::release(conn, &claim.redis_key, &claim.marker).await;
     }
 }
 
@@ -241,24 +315,23 @@ fn new_transaction(id: &TransactionId, caller: &Caller, new: &NewTransaction) ->
     }
 }
 
-/// The indexes a new transaction joins (see [`platform::transaction`]).
+/// The indexes a new transaction joins ([`platform::keyspace::Index`]).
 fn indexes(tx: &Transaction) -> Vec<String> {
     let merchant = tx.merchant_id.as_str();
-    let mut indexes = vec![
-        keys::merchant_index(merchant),
-        keys::status_index(merchant, tx.status),
-        keys::filtered_index(merchant, "created_by", &tx.created_by),
-    ];
-    if let Some(customer) = &tx.customer_id {
-        indexes.push(keys::filtered_index(merchant, "customer", customer));
-    }
-    if let Some(reference) = &tx.reference {
-        indexes.push(keys::filtered_index(merchant, "reference", reference));
-    }
-    indexes
+    [
+        Some(Index::All),
+        Some(Index::Status(tx.status)),
+        Some(Index::CreatedBy(&tx.created_by)),
+        tx.customer_id.as_deref().map(Index::Customer),
+        tx.reference.as_deref().map(Index::Reference),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|index| index.key(merchant))
+    .collect()
 }
 
-fn accepted(status: StatusCode, location: &str, body: String) -> Response {
+fn respond(status: StatusCode, location: &str, body: String) -> Response {
     let mut response = (
         status,
         [(
@@ -276,7 +349,7 @@ fn accepted(status: StatusCode, location: &str, body: String) -> Response {
 
 fn replayed(replay: Replay) -> Response {
     let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::ACCEPTED);
-    let mut response = accepted(status, &replay.location, replay.body);
+    let mut response = respond(status, &replay.location, replay.body);
     response.headers_mut().insert(
         idempotency::REPLAYED_HEADER,
         HeaderValue::from_static("true"),

@@ -35,7 +35,8 @@ use axum::extract::State;
 use platform::ApiError;
 use platform::auth::Caller;
 use platform::http::{ErrorBody, Json, Query};
-use platform::transaction::{Status, TransactionId, id_bound, keys};
+use platform::keyspace::Index;
+use platform::transaction::{Status, TransactionId, id_bound};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -195,19 +196,16 @@ impl Filter {
         if let (Some(customers), None) = (customers, &self.customer_id) {
             let primaries = customers
                 .iter()
-                .map(|c| keys::filtered_index(merchant, "customer", c))
+                .map(|c| Index::Customer(c).key(merchant))
                 .collect();
             let others = [
-                self.reference
-                    .as_ref()
-                    .map(|r| keys::filtered_index(merchant, "reference", r)),
-                self.created_by
-                    .as_ref()
-                    .map(|u| keys::filtered_index(merchant, "created_by", u)),
-                self.status.map(|s| keys::status_index(merchant, s)),
+                self.reference.as_deref().map(Index::Reference),
+                self.created_by.as_deref().map(Index::CreatedBy),
+                self.status.map(Index::Status),
             ]
             .into_iter()
             .flatten()
+            .map(|index| index.key(merchant))
             .collect();
             return (primaries, others);
         }
@@ -219,22 +217,17 @@ impl Filter {
     /// other filters.
     fn index(&self, merchant: &str) -> (String, Vec<String>) {
         let mut set: Vec<String> = [
-            self.customer_id
-                .as_ref()
-                .map(|c| keys::filtered_index(merchant, "customer", c)),
-            self.reference
-                .as_ref()
-                .map(|r| keys::filtered_index(merchant, "reference", r)),
-            self.created_by
-                .as_ref()
-                .map(|u| keys::filtered_index(merchant, "created_by", u)),
-            self.status.map(|s| keys::status_index(merchant, s)),
+            self.customer_id.as_deref().map(Index::Customer),
+            self.reference.as_deref().map(Index::Reference),
+            self.created_by.as_deref().map(Index::CreatedBy),
+            self.status.map(Index::Status),
         ]
         .into_iter()
         .flatten()
+        .map(|index| index.key(merchant))
         .collect();
         if set.is_empty() {
-            return (keys::merchant_index(merchant), Vec::new());
+            return (Index::All.key(merchant), Vec::new());
         }
         let primary = set.remove(0);
         (primary, set)

@@ -7,7 +7,7 @@ pub mod model;
 pub mod request;
 pub mod store;
 
-pub use create::__path_create_transaction;
+pub use create::{__path_create_transaction, accept};
 pub use fetch::__path_get_transaction;
 pub use list::{__path_list_transactions, TransactionList};
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use platform::ApiError;
+use platform::keyspace::field;
 use platform::transaction::Status;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -57,32 +58,32 @@ pub struct PaymentMethod {
 }
 
 impl Transaction {
-    /// The hash fields of a new record (see [`platform::transaction`]);
+    /// The hash fields of a new record ([`platform::keyspace::field`]);
     /// optional fields are left out rather than stored empty.
     pub fn to_hash_fields(&self, request_id: &str) -> Vec<(&'static str, String)> {
         let mut fields = vec![
-            ("id", self.id.clone()),
-            ("merchant_id", self.merchant_id.clone()),
-            ("status", self.status.as_str().to_owned()),
-            ("amount", self.amount.to_string()),
-            ("currency", self.currency.clone()),
-            ("created_by", self.created_by.clone()),
-            ("brand", self.payment_method.brand.clone()),
-            ("last4", self.payment_method.last4.clone()),
+            (field::ID, self.id.clone()),
+            (field::MERCHANT_ID, self.merchant_id.clone()),
+            (field::STATUS, self.status.as_str().to_owned()),
+            (field::AMOUNT, self.amount.to_string()),
+            (field::CURRENCY, self.currency.clone()),
+            (field::CREATED_BY, self.created_by.clone()),
+            (field::BRAND, self.payment_method.brand.clone()),
+            (field::LAST4, self.payment_method.last4.clone()),
             (
-                "metadata",
+                field::METADATA,
                 serde_json::to_string(&self.metadata).expect("string map serialises"),
             ),
-            ("attempts", self.attempts.to_string()),
-            ("request_id", request_id.to_owned()),
-            ("created_at", self.created_at.clone()),
-            ("updated_at", self.updated_at.clone()),
+            (field::ATTEMPTS, self.attempts.to_string()),
+            (field::REQUEST_ID, request_id.to_owned()),
+            (field::CREATED_AT, self.created_at.clone()),
+            (field::UPDATED_AT, self.updated_at.clone()),
         ];
         if let Some(customer) = &self.customer_id {
-            fields.push(("customer_id", customer.clone()));
+            fields.push((field::CUSTOMER_ID, customer.clone()));
         }
         if let Some(reference) = &self.reference {
-            fields.push(("reference", reference.clone()));
+            fields.push((field::REFERENCE, reference.clone()));
         }
         fields
     }
@@ -94,43 +95,43 @@ impl Transaction {
         let required = |value: Option<String>, field: &str| {
             value.ok_or_else(|| ApiError::internal(format!("transaction record lacks {field}")))
         };
-        let id = required(take("id"), "id")?;
+        let id = required(take(field::ID), field::ID)?;
         let corrupt = |field: &str| ApiError::internal(format!("transaction {id}: bad {field}"));
-        let status = required(take("status"), "status")?
+        let status = required(take(field::STATUS), field::STATUS)?
             .parse::<Status>()
-            .map_err(|_| corrupt("status"))?;
-        let amount = required(take("amount"), "amount")?
+            .map_err(|_| corrupt(field::STATUS))?;
+        let amount = required(take(field::AMOUNT), field::AMOUNT)?
             .parse()
-            .map_err(|_| corrupt("amount"))?;
-        let attempts = take("attempts")
+            .map_err(|_| corrupt(field::AMOUNT))?;
+        let attempts = take(field::ATTEMPTS)
             .map(|a| a.parse())
             .transpose()
-            .map_err(|_| corrupt("attempts"))?
+            .map_err(|_| corrupt(field::ATTEMPTS))?
             .unwrap_or(0);
-        let metadata = take("metadata")
+        let metadata = take(field::METADATA)
             .map(|m| serde_json::from_str(&m))
             .transpose()
-            .map_err(|_| corrupt("metadata"))?
+            .map_err(|_| corrupt(field::METADATA))?
             .unwrap_or_default();
         Ok(Self {
             status,
             amount,
-            currency: required(take("currency"), "currency")?,
-            customer_id: take("customer_id"),
-            reference: take("reference"),
-            merchant_id: required(take("merchant_id"), "merchant_id")?,
-            created_by: required(take("created_by"), "created_by")?,
+            currency: required(take(field::CURRENCY), field::CURRENCY)?,
+            customer_id: take(field::CUSTOMER_ID),
+            reference: take(field::REFERENCE),
+            merchant_id: required(take(field::MERCHANT_ID), field::MERCHANT_ID)?,
+            created_by: required(take(field::CREATED_BY), field::CREATED_BY)?,
             payment_method: PaymentMethod {
                 kind: "card".to_owned(),
-                brand: take("brand").unwrap_or_else(|| "other".to_owned()),
-                last4: take("last4").unwrap_or_default(),
+                brand: take(field::BRAND).unwrap_or_else(|| "other".to_owned()),
+                last4: take(field::LAST4).unwrap_or_default(),
             },
-            decline_code: take("decline_code"),
-            failure_reason: take("failure_reason"),
+            decline_code: take(field::DECLINE_CODE),
+            failure_reason: take(field::FAILURE_REASON),
             attempts,
             metadata,
-            created_at: required(take("created_at"), "created_at")?,
-            updated_at: required(take("updated_at"), "updated_at")?,
+            created_at: required(take(field::CREATED_AT), field::CREATED_AT)?,
+            updated_at: required(take(field::UPDATED_AT), field::UPDATED_AT)?,
             id,
         })
     }

@@ -1,10 +1,11 @@
 //! Redis access for transactions: the atomic create script and the reads
-//! behind `GET /transactions[/{id}]`. Key layout: [`platform::transaction`].
+//! behind `GET /transactions[/{id}]`. Key layout: [`platform::keyspace`].
 
 use std::collections::HashMap;
 
-use platform::queue::{self, ChargeMessage};
-use platform::transaction::{TransactionId, keys};
+use platform::keyspace;
+use platform::queue::ChargeMessage;
+use platform::transaction::TransactionId;
 use redis::aio::ConnectionLike;
 
 /// Writes a new transaction in one atomic step: the record hash, every
@@ -23,18 +24,18 @@ use redis::aio::ConnectionLike;
 /// KEYS: record, stream, idempotency key (or the record key again when
 /// there is none), the user's customer set (or the record key again for an
 /// API key), then the indexes. ARGV: id, claim marker ('' when no
-/// idempotency key), completed entry, its TTL in ms, queue payload, the
-/// customer that must be linked ('' for an API key), then the record's
-/// field/value pairs.
+/// idempotency key), completed entry, its TTL in ms, the stream's payload
+/// field, queue payload, the customer that must be linked ('' for an API
+/// key), then the record's field/value pairs.
 const CREATE_SCRIPT: &str = r#"
 if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then return 'claim_lost' end
-if ARGV[6] ~= '' and redis.call('SISMEMBER', KEYS[4], ARGV[6]) == 0 then return 'customer_not_permitted' end
+if ARGV[7] ~= '' and redis.call('SISMEMBER', KEYS[4], ARGV[7]) == 0 then return 'customer_not_permitted' end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'id_taken' end
 local stream_type = redis.call('TYPE', KEYS[2])['ok']
 if stream_type ~= 'none' and stream_type ~= 'stream' then return 'bad_stream' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 for i = 5, #KEYS do redis.call('ZADD', KEYS[i], 0, ARGV[1]) end
-redis.call('XADD', KEYS[2], '*', 'payload', ARGV[5])
+redis.call('XADD', KEYS[2], '*', ARGV[5], ARGV[6])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
 return 'ok'
 "#;
@@ -62,9 +63,9 @@ pub struct IdempotencyWrite<'a> {
 
 /// The link a user's create requires: the user's customer set and the
 /// customer.
-pub struct RequiredLink<'a> {
-    pub set_key: &'a str,
-    pub customer: &'a str,
+pub struct RequiredLink {
+    pub set_key: String,
+    pub customer: String,
 }
 
 pub struct NewRecord<'a> {
@@ -84,16 +85,16 @@ pub static CREATE: std::sync::LazyLock<redis::Script> =
 pub fn create_command(
     record: &NewRecord<'_>,
     idempotency: Option<&IdempotencyWrite<'_>>,
-    link: Option<&RequiredLink<'_>>,
+    link: Option<&RequiredLink>,
 ) -> redis::Cmd {
-    let record_key = keys::record(record.id);
+    let record_key = keyspace::record(record.id);
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(CREATE.get_hash())
         .arg(4 + record.indexes.len())
         .arg(&record_key)
-        .arg(queue::STREAM)
+        .arg(keyspace::STREAM)
         .arg(idempotency.map_or(record_key.as_str(), |i| i.redis_key))
-        .arg(link.map_or(record_key.as_str(), |l| l.set_key));
+        .arg(link.map_or(record_key.as_str(), |l| l.set_key.as_str()));
     for index in &record.indexes {
         cmd.arg(index);
     }
@@ -105,8 +106,9 @@ pub fn create_command(
             .arg(crate::idempotency::RETENTION.as_millis() as u64),
         None => cmd.arg("").arg("").arg(0),
     };
-    cmd.arg(record.message.to_payload())
-        .arg(link.map_or("", |l| l.customer));
+    cmd.arg(keyspace::PAYLOAD_FIELD)
+        .arg(record.message.to_payload())
+        .arg(link.map_or("", |l| l.customer.as_str()));
     for (field, value) in &record.fields {
         cmd.arg(*field).arg(value);
     }
@@ -157,7 +159,7 @@ pub async fn fetch<C: ConnectionLike + Send>(
     id: &TransactionId,
 ) -> redis::RedisResult<HashMap<String, String>> {
     redis::cmd("HGETALL")
-        .arg(keys::record(id))
+        .arg(keyspace::record(id))
         .query_async(conn)
         .await
 }
@@ -173,16 +175,17 @@ pub async fn fetch_if_linked<C: ConnectionLike + Send>(
     user: &str,
 ) -> redis::RedisResult<(HashMap<String, String>, bool)> {
     let (fields, linked): (HashMap<String, String>, i64) = FETCH_IF_LINKED
-        .key(keys::record(id))
-        .key(platform::access::keys::user_customers(merchant, user))
+        .key(keyspace::record(id))
+        .key(keyspace::user_customers(merchant, user))
+        .arg(keyspace::field::CUSTOMER_ID)
         .invoke_async(conn)
         .await?;
     Ok((fields, linked == 1))
 }
 
-/// KEYS: record, the user's customer set.
+/// KEYS: record, the user's customer set. ARGV: the record's customer field.
 const FETCH_IF_LINKED_SCRIPT: &str = r#"
-local customer = redis.call('HGET', KEYS[1], 'customer_id')
+local customer = redis.call('HGET', KEYS[1], ARGV[1])
 if not customer then return {{}, 0} end
 if redis.call('SISMEMBER', KEYS[2], customer) == 0 then return {{}, 0} end
 return {redis.call('HGETALL', KEYS[1]), 1}
@@ -201,7 +204,7 @@ pub async fn fetch_many<C: ConnectionLike + Send>(
     }
     let mut pipe = redis::pipe();
     for id in ids {
-        pipe.cmd("HGETALL").arg(keys::record(id));
+        pipe.cmd("HGETALL").arg(keyspace::record(id));
     }
     pipe.query_async(conn).await
 }

@@ -14,7 +14,7 @@ use platform::testing::{ChildGuard, RedisServer, free_port};
 use serde_json::{Value, json};
 
 pub const SECRET: &str = "core-api-test-secret-0123456789abcdef";
-pub const CARD: &str = "4242424242424242";
+pub const CARD: &str = psp_sandbox::cards::APPROVED;
 
 pub struct App {
     pub redis: RedisServer,
@@ -77,7 +77,7 @@ impl App {
         let mut redis = self.redis.connection();
         for customer in customers {
             let _: i64 = redis::cmd("SADD")
-                .arg(platform::access::keys::user_customers(merchant, user))
+                .arg(platform::keyspace::user_customers(merchant, user))
                 .arg(customer)
                 .query(&mut redis)
                 .unwrap();
@@ -91,7 +91,7 @@ impl App {
         let id = platform::access::api_key::new_id();
         let mut redis = self.redis.connection();
         let _: i64 = redis::cmd("HSET")
-            .arg(platform::access::keys::api_key_by_hash(&new.hash))
+            .arg(platform::keyspace::api_key_by_hash(&new.hash))
             .arg("id")
             .arg(&id)
             .arg("merchant")
@@ -153,12 +153,32 @@ impl App {
         Reply::from(response).await
     }
 
+    /// Moves a pending or processing transaction to the final status `to`
+    /// by the status script, as the connector does.
+    pub async fn make_final(&self, id: &str, to: platform::transaction::Status) {
+        use platform::transaction::{Status, TransactionId, Transition, TransitionOutcome};
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let id = TransactionId::parse(id).unwrap();
+        let transition = Transition {
+            from: vec![Status::Pending, Status::Processing],
+            to,
+            add_attempts: 1,
+            fields: Vec::new(),
+        };
+        let outcome = platform::transaction::transition(&mut conn, &id, "acme", &transition)
+            .await
+            .unwrap();
+        assert_eq!(outcome, TransitionOutcome::Applied);
+    }
+
     /// The ids of every `tx:*` record in Redis.
     pub fn record_ids(&self) -> Vec<String> {
         let mut conn = self.redis.connection();
         let mut keys: Vec<String> = redis::cmd("KEYS").arg("tx:*").query(&mut conn).unwrap();
         keys.sort();
         keys.into_iter()
+            .filter(|k| platform::keyspace::owner(k) == Some("tx:{id}"))
             .map(|k| k["tx:".len()..].to_owned())
             .collect()
     }
@@ -167,7 +187,7 @@ impl App {
     pub fn queued(&self) -> Vec<platform::queue::ChargeMessage> {
         let mut conn = self.redis.connection();
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(platform::queue::STREAM)
+            .arg(platform::keyspace::STREAM)
             .arg("-")
             .arg("+")
             .query(&mut conn)
@@ -177,7 +197,7 @@ impl App {
             .map(|(_, fields)| {
                 let payload = &fields
                     .iter()
-                    .find(|(name, _)| name == platform::queue::PAYLOAD_FIELD)
+                    .find(|(name, _)| name == platform::keyspace::PAYLOAD_FIELD)
                     .unwrap()
                     .1;
                 platform::queue::ChargeMessage::from_payload(payload).unwrap()

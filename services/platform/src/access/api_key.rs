@@ -181,9 +181,9 @@ impl ApiKeyVerifier {
             return Ok(owner.clone());
         }
         let (id, merchant): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(super::keys::api_key_by_hash(&hash))
-            .arg("id")
-            .arg("merchant")
+            .arg(crate::keyspace::api_key_by_hash(&hash))
+            .arg(crate::keyspace::api_key_field::ID)
+            .arg(crate::keyspace::api_key_field::MERCHANT)
             .query_async(&mut self.redis.conn())
             .await?;
         let owner = match (id, merchant) {

@@ -1,6 +1,6 @@
 //! Users ↔ customers, many to many, per merchant: a user token acts only for
 //! the customers linked to its user (an API key acts for all of its
-//! merchant's). Stored as one set per user ([`super::keys::user_customers`]);
+//! merchant's). Stored as one set per user ([`crate::keyspace::user_customers`]);
 //! written by auth-api, read by core-api on every user-token request, so an
 //! unlink takes effect with the next request.
 
@@ -23,7 +23,7 @@ pub async fn customers_of<C: ConnectionLike + Send>(
     user: &str,
 ) -> redis::RedisResult<Vec<String>> {
     let mut customers: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(super::keys::user_customers(merchant, user))
+        .arg(crate::keyspace::user_customers(merchant, user))
         .query_async(conn)
         .await?;
     customers.sort();

@@ -1,10 +1,9 @@
 //! Who may act for what, beyond the user token of [`crate::auth`]: merchant
 //! API keys ([`api_key`]) and the links between users and the customers
-//! they may act for ([`links`]). Every Redis key name these use is built in
-//! [`keys`].
+//! they may act for ([`links`]). Their Redis key names are built in
+//! [`crate::keyspace`].
 
 pub mod api_key;
-pub mod keys;
 pub mod links;
 
 /// 1–64 characters of `[A-Za-z0-9_.:-]`: the shape of merchant-chosen ids

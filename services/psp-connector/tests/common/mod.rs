@@ -1,6 +1,6 @@
 //! Test harness for the connector: a real Redis, the real sandbox booted
-//! in-process, real connector processes, and transactions written the way
-//! core-api writes them (see `platform::transaction` for the layout).
+//! in-process, real connector processes, and transactions written by
+//! core-api's own create path.
 
 #![allow(dead_code)]
 
@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use platform::Shutdown;
-use platform::config::{RuntimeConfig, Secs};
-use platform::queue::{CardDetails, ChargeMessage, PAYLOAD_FIELD, STREAM};
-use platform::testing::{ChildGuard, free_port};
-use platform::transaction::{TransactionId, keys, now_rfc3339};
+use core_api::transactions::request::CreateTransactionRequest;
+use platform::auth::Caller;
+use platform::keyspace::{self, GROUP, STREAM, field};
+use platform::testing::{ChildGuard, RedisServer, Spawned, free_port};
+use platform::transaction::TransactionId;
 use redis::Commands;
 use serde_json::Value;
 
@@ -21,9 +21,7 @@ pub const MERCHANT: &str = "acme";
 
 /// The sandbox, running in this test process.
 pub struct Sandbox {
-    pub addr: SocketAddr,
-    shutdown: Shutdown,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    served: Spawned,
 }
 
 impl Sandbox {
@@ -31,24 +29,17 @@ impl Sandbox {
         let mut config = psp_sandbox::Config::on(SocketAddr::from(([127, 0, 0, 1], port)));
         config.psp_latency_ms = latency_ms;
         config.psp_failure_rate = psp_sandbox::FailureRate::new(failure_rate).unwrap();
-        let runtime = RuntimeConfig {
-            log_format: None,
-            shutdown_timeout_secs: Secs(Duration::from_secs(5)),
-            ..RuntimeConfig::default()
-        };
-        let shutdown = Shutdown::new();
-        let (addr, serve) = psp_sandbox::build(config, runtime, shutdown.clone())
-            .await
-            .expect("start sandbox");
         Self {
-            addr,
-            shutdown,
-            task: Some(tokio::spawn(serve)),
+            served: Spawned::start(config, psp_sandbox::build).await,
         }
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.served.addr
+    }
+
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.served.url()
     }
 
     pub async fn stats(&self) -> Value {
@@ -60,17 +51,8 @@ impl Sandbox {
             .expect("stats JSON")
     }
 
-    pub async fn stop(mut self) {
-        self.shutdown.trigger();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
+    pub async fn stop(self) {
+        let _ = self.served.stop().await;
     }
 }
 
@@ -153,72 +135,45 @@ impl Connector {
     }
 }
 
-/// Writes a pending transaction and queues its message, as core-api does:
-/// the record, its indexes and the stream entry in one MULTI.
-pub fn seed(conn: &mut redis::Connection, cards: &[&str]) -> Vec<TransactionId> {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
+/// Pending transactions of alice at acme, one per card, written by
+/// core-api's own create path (record, indexes and queue message in its
+/// script), so these tests never restate the record's layout.
+pub async fn seed(redis: &RedisServer, cards: &[&str]) -> Vec<TransactionId> {
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect redis");
+    let caller = Caller {
+        merchant: MERCHANT.into(),
+        principal: platform::auth::Principal::User("alice".into()),
+    };
+    let key = platform::crypto::CardKey::development();
     let mut ids = Vec::with_capacity(cards.len());
     for (i, card) in cards.iter().enumerate() {
-        let id = TransactionId::generate();
-        let now = now_rfc3339();
-        let request_id = format!("req-{}", &id.as_str()[3..]);
-        let customer = format!("cus_{}", i % 7);
-        let reference = format!("order-{i}");
-        pipe.hset_multiple(
-            keys::record(&id),
-            &[
-                ("id", id.as_str()),
-                ("merchant_id", MERCHANT),
-                ("status", "pending"),
-                ("amount", "1299"),
-                ("currency", "EUR"),
-                ("customer_id", &customer),
-                ("reference", &reference),
-                ("created_by", "alice"),
-                ("brand", "visa"),
-                ("last4", &card[card.len() - 4..]),
-                ("metadata", "{}"),
-                ("attempts", "0"),
-                ("request_id", &request_id),
-                ("created_at", &now),
-                ("updated_at", &now),
-            ],
-        )
-        .ignore();
-        for index in [
-            keys::merchant_index(MERCHANT),
-            keys::filtered_index(MERCHANT, "customer", &customer),
-            keys::filtered_index(MERCHANT, "reference", &reference),
-            keys::filtered_index(MERCHANT, "created_by", "alice"),
-            keys::status_index(MERCHANT, platform::transaction::Status::Pending),
-        ] {
-            pipe.zadd(index, id.as_str(), 0).ignore();
-        }
-        let message = ChargeMessage {
-            transaction_id: id.to_string(),
-            request_id,
-            merchant_id: MERCHANT.into(),
-            amount: 1299,
-            currency: "EUR".into(),
-            card: platform::crypto::CardKey::development().seal(
-                &CardDetails {
-                    number: (*card).to_owned(),
-                    expiry_month: 12,
-                    expiry_year: 2030,
-                    cvc: "123".into(),
-                },
-                id.as_str(),
-                MERCHANT,
-            ),
-            first_attempt_ms: None,
-        };
-        pipe.xadd(STREAM, "*", &[(PAYLOAD_FIELD, message.to_payload())])
-            .ignore();
-        ids.push(id);
+        let request: CreateTransactionRequest = serde_json::from_value(serde_json::json!({
+            "amount": 1299,
+            "currency": "EUR",
+            "customer_id": format!("cus_{}", i % 7),
+            "reference": format!("order-{i}"),
+            "payment_method": {"type": "card", "number": card, "expiry_month": 12,
+                               "expiry_year": 2030, "cvc": "123"},
+        }))
+        .expect("a create request");
+        let new = request.validate().expect("a valid payment");
+        let request_id = format!("req-{i}-{}", uuid_like());
+        let transaction =
+            core_api::transactions::accept(&mut conn, &key, &caller, &request_id, &new)
+                .await
+                .expect("seed transaction");
+        ids.push(TransactionId::parse(&transaction.id).expect("an id"));
     }
-    pipe.query::<()>(conn).expect("seed transactions");
     ids
+}
+
+/// A short random suffix, so request ids differ across seeds.
+fn uuid_like() -> String {
+    format!("{:016x}", fastrand::u64(..))
 }
 
 /// A transaction record as the tests look at it.
@@ -236,11 +191,11 @@ pub fn records(
 ) -> HashMap<TransactionId, Record> {
     let mut pipe = redis::pipe();
     for id in ids {
-        pipe.cmd("HMGET").arg(keys::record(id)).arg(&[
-            "status",
-            "attempts",
-            "decline_code",
-            "failure_reason",
+        pipe.cmd("HMGET").arg(keyspace::record(id)).arg(&[
+            field::STATUS,
+            field::ATTEMPTS,
+            field::DECLINE_CODE,
+            field::FAILURE_REASON,
         ]);
     }
     let rows: Vec<(String, u32, Option<String>, Option<String>)> =
@@ -260,7 +215,9 @@ pub fn records(
 }
 
 fn is_final(status: &str) -> bool {
-    matches!(status, "succeeded" | "declined" | "failed")
+    status
+        .parse::<platform::transaction::Status>()
+        .is_ok_and(platform::transaction::Status::is_final)
 }
 
 /// Waits until every transaction is final; fails listing what is not.
@@ -325,7 +282,7 @@ pub fn stream_entries(
 pub fn pending_count(conn: &mut redis::Connection) -> u64 {
     let reply: redis::Value = redis::cmd("XPENDING")
         .arg(STREAM)
-        .arg(platform::queue::GROUP)
+        .arg(GROUP)
         .query(conn)
         .expect("XPENDING");
     match reply {
@@ -341,7 +298,7 @@ pub fn pending_count(conn: &mut redis::Connection) -> u64 {
 pub fn pending_for(conn: &mut redis::Connection, consumer: &str) -> usize {
     let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
         .arg(STREAM)
-        .arg(platform::queue::GROUP)
+        .arg(GROUP)
         .arg("-")
         .arg("+")
         .arg(10_000)

@@ -1,0 +1,347 @@
+//! The Redis keyspace: every key, stream, consumer group and field name the
+//! platform writes, stated here once.
+//!
+//! Services, tests and the benchmark build names only through this module,
+//! and Lua scripts receive them through `KEYS`/`ARGV` instead of building
+//! them, so a layout change is one edit here. [`owner`] recognises every
+//! name this module can produce; the end-to-end suite scans Redis after a
+//! run and fails on any key without an owner. The layout is described in
+//! docs/architecture.md ("Keyspace").
+
+use crate::access::api_key::KeyHash;
+use crate::auth::is_identifier;
+use crate::transaction::{Status, TransactionId};
+
+// ------------------------------------------------------------ transactions
+
+const RECORD_PREFIX: &str = "tx:";
+const MERCHANT_PREFIX: &str = "merchant:";
+const INDEX_SUFFIX: &str = ":tx";
+
+/// The record hash of a transaction: `tx:{id}` (fields: [`field`]).
+pub fn record(id: &TransactionId) -> String {
+    format!("{RECORD_PREFIX}{id}")
+}
+
+/// A per-merchant index of transaction ids: a sorted set, every score 0, so
+/// members sort by id, and ids (UUIDv7) by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Index<'a> {
+    /// Every transaction of the merchant: `merchant:{m}:tx`.
+    All,
+    /// `merchant:{m}:customer:{customer_id}:tx`.
+    Customer(&'a str),
+    /// `merchant:{m}:reference:{reference}:tx`.
+    Reference(&'a str),
+    /// `merchant:{m}:created_by:{user}:tx`.
+    CreatedBy(&'a str),
+    /// `merchant:{m}:status:{status}:tx`.
+    Status(Status),
+}
+
+// The filter name of each filtered index, as it appears in its key.
+const CUSTOMER: &str = "customer";
+const REFERENCE: &str = "reference";
+const CREATED_BY: &str = "created_by";
+const STATUS: &str = "status";
+
+impl Index<'_> {
+    /// The index's key for `merchant`.
+    pub fn key(&self, merchant: &str) -> String {
+        match self.filter() {
+            None => format!("{MERCHANT_PREFIX}{merchant}{INDEX_SUFFIX}"),
+            Some((filter, value)) => {
+                format!("{MERCHANT_PREFIX}{merchant}:{filter}:{value}{INDEX_SUFFIX}")
+            }
+        }
+    }
+
+    fn filter(&self) -> Option<(&'static str, &str)> {
+        match *self {
+            Index::All => None,
+            Index::Customer(value) => Some((CUSTOMER, value)),
+            Index::Reference(value) => Some((REFERENCE, value)),
+            Index::CreatedBy(value) => Some((CREATED_BY, value)),
+            Index::Status(status) => Some((STATUS, status.as_str())),
+        }
+    }
+
+    /// The pattern of this kind of index's keys, for [`owner`].
+    fn pattern(&self) -> &'static str {
+        match self {
+            Index::All => "merchant:{m}:tx",
+            Index::Customer(_) => "merchant:{m}:customer:{customer_id}:tx",
+            Index::Reference(_) => "merchant:{m}:reference:{reference}:tx",
+            Index::CreatedBy(_) => "merchant:{m}:created_by:{user}:tx",
+            Index::Status(_) => "merchant:{m}:status:{status}:tx",
+        }
+    }
+
+    /// The inverse of [`Index::key`]: the merchant and the index.
+    fn parse(key: &str) -> Option<(&str, Index<'_>)> {
+        let inner = key
+            .strip_prefix(MERCHANT_PREFIX)?
+            .strip_suffix(INDEX_SUFFIX)?;
+        let Some((merchant, filtered)) = inner.split_once(':') else {
+            return Some((inner, Index::All));
+        };
+        let (filter, value) = filtered.split_once(':')?;
+        if value.is_empty() {
+            return None;
+        }
+        let index = match filter {
+            CUSTOMER => Index::Customer(value),
+            REFERENCE => Index::Reference(value),
+            CREATED_BY => Index::CreatedBy(value),
+            STATUS => Index::Status(value.parse().ok()?),
+            _ => return None,
+        };
+        Some((merchant, index))
+    }
+}
+
+/// The fields of the record hash. Never the card number or CVC.
+pub mod field {
+    pub const ID: &str = "id";
+    pub const MERCHANT_ID: &str = "merchant_id";
+    pub const STATUS: &str = "status";
+    pub const AMOUNT: &str = "amount";
+    pub const CURRENCY: &str = "currency";
+    pub const CUSTOMER_ID: &str = "customer_id";
+    pub const REFERENCE: &str = "reference";
+    pub const CREATED_BY: &str = "created_by";
+    pub const BRAND: &str = "brand";
+    pub const LAST4: &str = "last4";
+    /// JSON object.
+    pub const METADATA: &str = "metadata";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const DECLINE_CODE: &str = "decline_code";
+    pub const FAILURE_REASON: &str = "failure_reason";
+    pub const REQUEST_ID: &str = "request_id";
+    pub const CREATED_AT: &str = "created_at";
+    pub const UPDATED_AT: &str = "updated_at";
+}
+
+// ------------------------------------------------------------------- queue
+
+/// The stream transactions are queued on (core-api → psp-connector).
+pub const STREAM: &str = "transactions";
+/// Where undeliverable messages go, with the reason.
+pub const DEAD_LETTER_STREAM: &str = "transactions:dead";
+/// The consumer group of all connector processes.
+pub const GROUP: &str = "psp-connector";
+/// The stream entry field holding the JSON message.
+pub const PAYLOAD_FIELD: &str = "payload";
+/// Retries waiting for their due time: a sorted set, member = transaction
+/// id, score = due Unix milliseconds.
+pub const RETRY_SET: &str = "transactions:retry";
+/// The message of each waiting retry: a hash by transaction id.
+pub const RETRY_PAYLOADS: &str = "transactions:retry:payloads";
+
+/// The fields of a dead letter on [`DEAD_LETTER_STREAM`] (never the
+/// payload: its card is sealed, but a dead letter has no need of it).
+pub mod dead_letter {
+    pub const REASON: &str = "reason";
+    pub const ERROR: &str = "error";
+    pub const ENTRY_ID: &str = "entry_id";
+    pub const DEAD_AT: &str = "dead_at";
+    pub const TRANSACTION_ID: &str = "transaction_id";
+    pub const REQUEST_ID: &str = "request_id";
+    pub const ATTEMPTS: &str = "attempts";
+}
+
+// ------------------------------------------------------------- idempotency
+
+const IDEMPOTENCY_PREFIX: &str = "idem:";
+
+/// A merchant's `Idempotency-Key` entry: `idem:{merchant}:{key}` (a string,
+/// JSON; core-api's `idempotency` module).
+pub fn idempotency(merchant: &str, key: &str) -> String {
+    format!("{IDEMPOTENCY_PREFIX}{merchant}:{key}")
+}
+
+// -------------------------------------------------------------------- auth
+
+const LOGIN_ATTEMPTS_PREFIX: &str = "auth:logins:";
+
+/// The failed-login counters of one username, by a fixed-length hex digest
+/// of the name (auth-api's `limiter`): `auth:logins:{digest}`.
+pub fn login_attempts(username_digest: &str) -> String {
+    format!("{LOGIN_ATTEMPTS_PREFIX}{username_digest}")
+}
+
+/// The fields of a [`login_attempts`] hash.
+pub mod login_field {
+    /// Failed logins in the current window.
+    pub const FAILURES: &str = "failures";
+    /// Password checks under way.
+    pub const IN_FLIGHT: &str = "inflight";
+}
+
+// ------------------------------------------------- API keys and user links
+
+const API_KEY_PREFIX: &str = "api_key:";
+const API_KEYS_SUFFIX: &str = ":api_keys";
+const USER_INFIX: &str = ":user:";
+const USER_CUSTOMERS_SUFFIX: &str = ":customers";
+const USER_SEEDED_SUFFIX: &str = ":seeded";
+
+/// One live API key, found by the SHA-256 of its secret:
+/// `api_key:{sha256 hex}` (a hash, fields [`api_key_field`]): what a
+/// verifier reads. Deleted when the key is revoked.
+pub fn api_key_by_hash(hash: &KeyHash) -> String {
+    format!("{API_KEY_PREFIX}{}", hash.to_hex())
+}
+
+/// The fields of an [`api_key_by_hash`] hash.
+pub mod api_key_field {
+    /// The key's id, `key_…`.
+    pub const ID: &str = "id";
+    pub const MERCHANT: &str = "merchant";
+}
+
+/// A merchant's live API keys: `merchant:{m}:api_keys`, a hash of key id →
+/// JSON of its name, creation time, last four characters and secret hash
+/// (never the secret).
+pub fn merchant_api_keys(merchant: &str) -> String {
+    format!("{MERCHANT_PREFIX}{merchant}{API_KEYS_SUFFIX}")
+}
+
+/// The customer ids `user` of `merchant` may act for:
+/// `merchant:{m}:user:{u}:customers`, a set.
+pub fn user_customers(merchant: &str, user: &str) -> String {
+    format!("{MERCHANT_PREFIX}{merchant}{USER_INFIX}{user}{USER_CUSTOMERS_SUFFIX}")
+}
+
+/// `merchant:{m}:user:{u}:seeded`, present once the users file's links of
+/// `user` were written, so that a restart does not bring back a link that
+/// was removed since.
+pub fn user_links_seeded(merchant: &str, user: &str) -> String {
+    format!("{MERCHANT_PREFIX}{merchant}{USER_INFIX}{user}{USER_SEEDED_SUFFIX}")
+}
+
+/// The owner of a key under `merchant:` that is not a transaction index.
+fn access_owner(key: &str) -> Option<&'static str> {
+    let rest = key.strip_prefix(MERCHANT_PREFIX)?;
+    if let Some(merchant) = rest.strip_suffix(API_KEYS_SUFFIX) {
+        return is_identifier(merchant).then_some("merchant:{m}:api_keys");
+    }
+    let (merchant, user_key) = rest.split_once(USER_INFIX)?;
+    if !is_identifier(merchant) {
+        return None;
+    }
+    if let Some(user) = user_key.strip_suffix(USER_CUSTOMERS_SUFFIX) {
+        return is_identifier(user).then_some("merchant:{m}:user:{u}:customers");
+    }
+    let user = user_key.strip_suffix(USER_SEEDED_SUFFIX)?;
+    is_identifier(user).then_some("merchant:{m}:user:{u}:seeded")
+}
+
+// ------------------------------------------------------------------- audit
+
+/// Which of this module's names `key` is (`"tx:{id}"`, `"merchant:{m}:tx"`,
+/// …), or `None` when no code here builds it: for tests that check nothing
+/// else writes to Redis.
+pub fn owner(key: &str) -> Option<&'static str> {
+    let constants = [
+        (STREAM, "transactions"),
+        (DEAD_LETTER_STREAM, "transactions:dead"),
+        (RETRY_SET, "transactions:retry"),
+        (RETRY_PAYLOADS, "transactions:retry:payloads"),
+    ];
+    if let Some((_, name)) = constants.iter().find(|(constant, _)| *constant == key) {
+        return Some(name);
+    }
+    if let Some(id) = key.strip_prefix(RECORD_PREFIX) {
+        return TransactionId::parse(id).is_ok().then_some("tx:{id}");
+    }
+    if let Some(rest) = key.strip_prefix(IDEMPOTENCY_PREFIX) {
+        let (merchant, idempotency_key) = rest.split_once(':')?;
+        return (is_identifier(merchant) && !idempotency_key.is_empty())
+            .then_some("idem:{merchant}:{key}");
+    }
+    if let Some(digest) = key.strip_prefix(LOGIN_ATTEMPTS_PREFIX) {
+        return (!digest.is_empty() && digest.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then_some("auth:logins:{digest}");
+    }
+    if let Some(hex) = key.strip_prefix(API_KEY_PREFIX) {
+        return KeyHash::from_hex(hex)
+            .is_some()
+            .then_some("api_key:{sha256}");
+    }
+    if let Some(owner) = access_owner(key) {
+        return Some(owner);
+    }
+    let (merchant, index) = Index::parse(key)?;
+    is_identifier(merchant).then(|| index.pattern())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_built_here_has_an_owner() {
+        let id = TransactionId::generate();
+        let mut keys = vec![
+            record(&id),
+            idempotency("acme", "order-42"),
+            login_attempts("0123abcd"),
+            api_key_by_hash(&KeyHash::of("sk_test_x")),
+            merchant_api_keys("acme"),
+            user_customers("acme", "alice"),
+            user_links_seeded("acme", "alice"),
+            STREAM.to_owned(),
+            DEAD_LETTER_STREAM.to_owned(),
+            RETRY_SET.to_owned(),
+            RETRY_PAYLOADS.to_owned(),
+        ];
+        keys.extend(
+            [
+                Index::All,
+                Index::Customer("cus_1"),
+                Index::Reference("order:42"),
+                Index::CreatedBy("alice"),
+            ]
+            .iter()
+            .chain(Status::ALL.map(Index::Status).iter())
+            .map(|index| index.key("acme")),
+        );
+        for key in keys {
+            assert!(owner(&key).is_some(), "{key} has no owner");
+        }
+    }
+
+    #[test]
+    fn names_built_elsewhere_have_none() {
+        for key in [
+            "tx:123",
+            "merchant:acme:colour:red:tx",
+            "merchant:acme:status:refunded:tx",
+            "merchant::tx",
+            "idem:acme",
+            "auth:logins:alice",
+            "session:1",
+            "transactions:other",
+            "api_key:abc",
+            "merchant:acme:user:alice:friends",
+            "merchant:acme:user::customers",
+            "merchant:a:b:api_keys",
+        ] {
+            assert_eq!(owner(key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn index_keys_are_the_documented_layout() {
+        assert_eq!(Index::All.key("acme"), "merchant:acme:tx");
+        assert_eq!(
+            Index::Status(Status::Pending).key("acme"),
+            "merchant:acme:status:pending:tx"
+        );
+        assert_eq!(
+            Index::CreatedBy("alice").key("acme"),
+            "merchant:acme:created_by:alice:tx"
+        );
+    }
+}
