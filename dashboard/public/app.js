@@ -84,7 +84,11 @@ function age(nanoseconds) {
 function describeRequest(method, path, headers, body) {
   const lines = [`${method} ${path}`];
   for (const [name, value] of Object.entries(headers)) {
-    const shown = name === "Authorization" ? `${value.slice(0, 20)}…` : value;
+    // Never the secret: a token's header part, an API key's last four.
+    let shown = value;
+    if (name === "Authorization") {
+      shown = value.startsWith("Bearer sk_") ? `Bearer sk_test_…${value.slice(-4)}` : `${value.slice(0, 20)}…`;
+    }
     lines.push(`${name}: ${shown}`);
   }
   if (body !== undefined) lines.push("", body);

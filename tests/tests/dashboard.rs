@@ -106,8 +106,18 @@ async fn dashboard_gets_a_token_and_pays_until_succeeded_in_a_real_browser() {
         .unwrap();
     assert_eq!(stop.status(), 403);
 
-    let output = run_browser(&node, &script, &stack.gateway(), "payment").await;
+    let (api_key, _) =
+        e2e::client::create_api_key(&e2e::client::http_client(), &stack.gateway(), "alice").await;
+    let output = run_browser_with(
+        &node,
+        &script,
+        &stack.gateway(),
+        "payment",
+        &[("DASHBOARD_API_KEY", &api_key)],
+    )
+    .await;
     assert!(output.status.success(), "browser scenario failed");
+    e2e::client::assert_no_secrets_in_logs(&stack, &[&api_key]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
