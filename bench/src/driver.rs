@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use platform::keyspace::{self, field};
+use platform::transaction::{Status, TransactionId};
 use tokio::sync::Mutex;
 
 /// Renew a token once it is this old (auth-api issues 30 s tokens).
@@ -112,27 +114,7 @@ pub async fn post_many(
                 }
                 let url = format!("{}/transactions", targets[i % targets.len()]);
                 let key = format!("{run_id}-{i}");
-                let mut tries = 0;
-                loop {
-                    tries += 1;
-                    let token = tokens.get().await?;
-                    let result = client
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .header("Idempotency-Key", &key)
-                        .header("Content-Type", "application/json")
-                        .body(body.as_str().to_owned())
-                        .send()
-                        .await;
-                    match result {
-                        Ok(response) if response.status().as_u16() == 202 => break,
-                        Ok(response) if tries >= 5 => {
-                            bail!("POST {url} answered {}", response.status())
-                        }
-                        Err(error) if tries >= 5 => bail!("POST {url}: {error}"),
-                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                }
+                post_with_retries(&client, &url, &tokens, &key, &body).await?;
             }
         }));
     }
@@ -142,11 +124,41 @@ pub async fn post_many(
     Ok(started.elapsed())
 }
 
+/// One POST until it is accepted (202), up to 5 tries with the same key.
+async fn post_with_retries(
+    client: &reqwest::Client,
+    url: &str,
+    tokens: &Tokens,
+    key: &str,
+    body: &str,
+) -> anyhow::Result<()> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let token = tokens.get().await?;
+        let result = client
+            .post(url)
+            .bearer_auth(&token)
+            .header("Idempotency-Key", key)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await;
+        match result {
+            Ok(response) if response.status().as_u16() == 202 => return Ok(()),
+            Ok(response) if tries >= 5 => bail!("POST {url} answered {}", response.status()),
+            Err(error) if tries >= 5 => bail!("POST {url}: {error}"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// One transaction of the open-loop run.
 pub struct Sent {
     /// When it was due to be sent (ns since the Unix epoch).
     pub due_unix_ns: i128,
-    pub id: Option<String>,
+    /// From the `Location` of a 202; none when the POST failed.
+    pub id: Option<TransactionId>,
 }
 
 /// POSTs at a fixed `rate` per second for `duration` through `gateway`,
@@ -182,18 +194,9 @@ pub async fn open_loop(
                 .body(body.as_str().to_owned())
                 .send()
                 .await;
-            let id = match response {
-                Ok(r) if r.status().as_u16() == 202 => r
-                    .headers()
-                    .get("location")
-                    .and_then(|l| l.to_str().ok())
-                    .and_then(|l| l.strip_prefix("/transactions/"))
-                    .map(str::to_owned),
-                _ => None,
-            };
             Sent {
                 due_unix_ns: start_unix_ns + offset.as_nanos() as i128,
-                id,
+                id: response.ok().and_then(accepted_id),
             }
         }));
     }
@@ -202,6 +205,15 @@ pub async fn open_loop(
         sent.push(task.await?);
     }
     Ok(sent)
+}
+
+/// The id in the `Location` of a 202.
+fn accepted_id(response: reqwest::Response) -> Option<TransactionId> {
+    if response.status().as_u16() != 202 {
+        return None;
+    }
+    let location = response.headers().get("location")?.to_str().ok()?;
+    TransactionId::parse(location.strip_prefix("/transactions/")?).ok()
 }
 
 pub fn unix_ns(time: SystemTime) -> i128 {
@@ -225,35 +237,49 @@ fn parse_rfc3339_ns(text: Option<String>) -> anyhow::Result<i128> {
     Ok(at.unix_timestamp_nanos())
 }
 
+/// A record's status, `created_at` and `updated_at`, as stored.
+type StoredState = (Option<String>, Option<String>, Option<String>);
+
+/// The stored state of each of `ids`, in pipelined batches.
+async fn read_states(
+    redis: &mut redis::aio::MultiplexedConnection,
+    ids: &[TransactionId],
+) -> anyhow::Result<Vec<StoredState>> {
+    let mut states = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.cmd("HMGET")
+                .arg(keyspace::record(id))
+                .arg(field::STATUS)
+                .arg(field::CREATED_AT)
+                .arg(field::UPDATED_AT);
+        }
+        let rows: Vec<StoredState> = pipe.query_async(redis).await?;
+        states.extend(rows);
+    }
+    Ok(states)
+}
+
+fn is_final(state: &StoredState) -> bool {
+    state
+        .0
+        .as_deref()
+        .and_then(|status| status.parse::<Status>().ok())
+        .is_some_and(Status::is_final)
+}
+
 /// Waits until every transaction in `ids` is final and returns their
-/// records' status and timestamps, read from Redis in pipelined batches.
+/// records' status and timestamps.
 pub async fn final_states(
     redis: &mut redis::aio::MultiplexedConnection,
-    ids: &[String],
+    ids: &[TransactionId],
     timeout: Duration,
 ) -> anyhow::Result<Vec<Final>> {
-    type Row = (Option<String>, Option<String>, Option<String>);
     let deadline = Instant::now() + timeout;
     loop {
-        let mut states: Vec<Row> = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HMGET")
-                    .arg(format!("tx:{id}"))
-                    .arg("status")
-                    .arg("created_at")
-                    .arg("updated_at");
-            }
-            let rows: Vec<Row> = pipe.query_async(redis).await?;
-            states.extend(rows);
-        }
-        let open = states
-            .iter()
-            .filter(|(status, _, _)| {
-                !matches!(status.as_deref(), Some("succeeded" | "declined" | "failed"))
-            })
-            .count();
+        let states = read_states(redis, ids).await?;
+        let open = states.iter().filter(|state| !is_final(state)).count();
         if open == 0 {
             return states
                 .into_iter()

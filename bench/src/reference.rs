@@ -60,43 +60,11 @@ impl References {
         let mut hellos = Vec::new();
         for _ in 0..2 {
             let addr = format!("127.0.0.1:{}", free_port());
-            children.push(ChildGuard(
-                Command::new(&exe)
-                    .arg("hello")
-                    .arg(&addr)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .context("start hello-world")?,
-            ));
+            children.push(start_hello(&exe, &addr)?);
             hellos.push(addr);
         }
         let port = free_port();
-        let log = std::fs::File::create(dir.join("reference-caddy.log"))?;
-        children.push(ChildGuard(
-            Command::new("caddy")
-                .args([
-                    "run",
-                    "--adapter",
-                    "caddyfile",
-                    "--config",
-                    "caddy/Caddyfile",
-                ])
-                .current_dir(root)
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("HOME", dir)
-                .env("XDG_CONFIG_HOME", dir.join("caddy"))
-                .env("XDG_DATA_HOME", dir.join("caddy"))
-                .env("PLATFORM_PORT", port.to_string())
-                .env("AUTH_API_UPSTREAMS", &hellos[0])
-                .env("CORE_API_UPSTREAMS", hellos.join(" "))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("start the reference caddy (`apt-get install caddy`)")?,
-        ));
+        children.push(start_caddy(root, dir, port, &hellos)?);
         let references = References {
             hellos: hellos.iter().map(|a| format!("http://{a}")).collect(),
             caddy: format!("http://127.0.0.1:{port}"),
@@ -107,6 +75,51 @@ impl References {
         }
         Ok(references)
     }
+}
+
+fn start_hello(exe: &Path, addr: &str) -> anyhow::Result<ChildGuard> {
+    let child = Command::new(exe)
+        .arg("hello")
+        .arg(addr)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("start hello-world")?;
+    Ok(ChildGuard(child))
+}
+
+/// Caddy on `port` from the project's Caddyfile, in front of `hellos`
+/// (both upstream lists), its state and log in `dir`.
+fn start_caddy(
+    root: &Path,
+    dir: &Path,
+    port: u16,
+    hellos: &[String],
+) -> anyhow::Result<ChildGuard> {
+    let log = std::fs::File::create(dir.join("reference-caddy.log"))?;
+    let child = Command::new("caddy")
+        .args([
+            "run",
+            "--adapter",
+            "caddyfile",
+            "--config",
+            "caddy/Caddyfile",
+        ])
+        .current_dir(root)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("caddy"))
+        .env("XDG_DATA_HOME", dir.join("caddy"))
+        .env("PLATFORM_PORT", port.to_string())
+        .env("AUTH_API_UPSTREAMS", &hellos[0])
+        .env("CORE_API_UPSTREAMS", hellos.join(" "))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start the reference caddy (`apt-get install caddy`)")?;
+    Ok(ChildGuard(child))
 }
 
 impl References {
@@ -139,7 +152,7 @@ async fn wait_ok(url: &str) -> anyhow::Result<()> {
 /// `redis-benchmark` XADD rate (requests/s) against `port`, on a key of its
 /// own that is deleted afterwards. Default settings: 50 clients, no pipelining.
 pub fn redis_benchmark_xadd(port: u16, requests: u64) -> anyhow::Result<f64> {
-    let key = "bench:xadd-reference";
+    let key = platform::keyspace::BENCH_XADD_REFERENCE;
     let output = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-n", &requests.to_string(), "--csv"])

@@ -2,7 +2,7 @@
 //! duration, a fixed number of connections, and a unique `Idempotency-Key`
 //! per POST. The script prints its figures as one JSON line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -11,15 +11,15 @@ use serde::{Deserialize, Serialize};
 /// The script, written next to the JSON output so a run can be repeated by hand.
 pub const SCRIPT: &str = include_str!("../wrk/load.lua");
 
-/// One wrk run.
+/// One wrk run (owned, so it can move to a blocking thread).
 #[derive(Debug, Clone)]
-pub struct Load<'a> {
-    pub url: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub token: Option<&'a str>,
-    pub body: Option<&'a str>,
-    pub run_id: &'a str,
+pub struct Load {
+    pub url: String,
+    pub method: &'static str,
+    pub path: String,
+    pub token: Option<String>,
+    pub body: Option<String>,
+    pub run_id: String,
     pub threads: usize,
     pub connections: usize,
     pub seconds: u64,
@@ -63,10 +63,24 @@ impl Figures {
     pub fn p99_ms(&self) -> f64 {
         self.p99_us / 1000.0
     }
+
+    /// The figures of one run in latest.json (latency in ms).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "rate_per_s": self.rate(), "requests": self.requests, "duration_s": self.duration_us / 1e6,
+            "latency_ms": {"mean": self.mean_us / 1e3, "p50": self.p50_ms(), "p90": self.p90_us / 1e3,
+                           "p99": self.p99_ms(), "max": self.max_us / 1e3},
+        })
+    }
+}
+
+/// Runs wrk on a blocking thread (it waits for the whole run).
+pub async fn run_blocking(script: PathBuf, load: Load) -> anyhow::Result<Figures> {
+    tokio::task::spawn_blocking(move || run(&script, &load)).await?
 }
 
 /// Runs wrk; fails when it cannot run or any request failed.
-pub fn run(script: &Path, load: &Load<'_>) -> anyhow::Result<Figures> {
+pub fn run(script: &Path, load: &Load) -> anyhow::Result<Figures> {
     let output = Command::new("wrk")
         .arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", load.connections))
@@ -75,12 +89,12 @@ pub fn run(script: &Path, load: &Load<'_>) -> anyhow::Result<Figures> {
         .arg("5s")
         .arg("-s")
         .arg(script)
-        .arg(load.url)
+        .arg(&load.url)
         .env("BENCH_METHOD", load.method)
-        .env("BENCH_PATH", load.path)
-        .env("BENCH_TOKEN", load.token.unwrap_or(""))
-        .env("BENCH_BODY", load.body.unwrap_or(""))
-        .env("BENCH_RUN", load.run_id)
+        .env("BENCH_PATH", &load.path)
+        .env("BENCH_TOKEN", load.token.as_deref().unwrap_or(""))
+        .env("BENCH_BODY", load.body.as_deref().unwrap_or(""))
+        .env("BENCH_RUN", &load.run_id)
         .output()
         .context("run wrk (`apt-get install wrk`)")?;
     let stdout = String::from_utf8_lossy(&output.stdout);

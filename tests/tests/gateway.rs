@@ -8,6 +8,13 @@ use e2e::client::{self, APPROVED, DECLINED, login, payment, wait_final};
 use e2e::stack::Stack;
 use serde_json::{Value, json};
 
+/// The answer is a JSON error with this status and code.
+async fn assert_error(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], code);
+}
+
 /// `POST /transactions` with a fresh Idempotency-Key.
 async fn create(
     client: &reqwest::Client,
@@ -246,18 +253,14 @@ async fn gateway_refuses_oversized_bodies_and_answers_json_for_unknown_routes() 
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 413);
-    let error: Value = response.json().await.unwrap();
-    assert_eq!(error["error"]["code"], "body_too_large");
+    assert_error(response, 413, "body_too_large").await;
 
     let response = client
         .get(format!("{gateway}/no/such/route"))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 404);
-    let error: Value = response.json().await.unwrap();
-    assert_eq!(error["error"]["code"], "route_not_found");
+    assert_error(response, 404, "route_not_found").await;
 
     // /auth without a trailing path reaches auth-api too (prefix stripped).
     let response = client

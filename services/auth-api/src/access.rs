@@ -7,7 +7,7 @@ use axum::extract::FromRef;
 use http::StatusCode;
 use platform::ApiError;
 use platform::auth::{Caller, CallerVerifier, Principal};
-use platform::http::ErrorType;
+use platform::http::{ErrorCode, ErrorType};
 use platform::redis::Redis;
 
 use crate::users::Users;
@@ -25,7 +25,7 @@ impl FromRef<AccessState> for CallerVerifier {
     }
 }
 
-pub fn forbidden(code: &'static str, message: &str) -> ApiError {
+pub fn forbidden(code: ErrorCode, message: &str) -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
         ErrorType::InvalidRequest,
@@ -40,13 +40,13 @@ pub fn forbidden(code: &'static str, message: &str) -> ApiError {
 pub fn key_manager<'a>(state: &AccessState, caller: &'a Caller) -> Result<&'a str, ApiError> {
     let Principal::User(user) = &caller.principal else {
         return Err(forbidden(
-            "user_token_required",
+            ErrorCode::UserTokenRequired,
             "API keys are managed with a user's token, not with an API key",
         ));
     };
     if !state.users.manages_api_keys(user, &caller.merchant) {
         return Err(forbidden(
-            "not_permitted",
+            ErrorCode::NotPermitted,
             "this user may not manage the merchant's API keys",
         ));
     }
@@ -60,7 +60,7 @@ pub fn merchant_key(caller: &Caller) -> Result<(), ApiError> {
     match caller.principal {
         Principal::ApiKey(_) => Ok(()),
         Principal::User(_) => Err(forbidden(
-            "api_key_required",
+            ErrorCode::ApiKeyRequired,
             "users and customers are linked with one of the merchant's API keys, not a user token",
         )),
     }

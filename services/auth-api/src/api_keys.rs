@@ -13,7 +13,7 @@ use http::{HeaderValue, StatusCode, header};
 use platform::ApiError;
 use platform::access::api_key::{self, KeyHash};
 use platform::auth::Caller;
-use platform::http::{ErrorBody, Json};
+use platform::http::{ErrorBody, ErrorCode, Json};
 use platform::keyspace;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -105,7 +105,7 @@ struct Listing {
 }
 
 fn key_not_found() -> ApiError {
-    ApiError::not_found("api_key_not_found", "no such API key")
+    ApiError::not_found(ErrorCode::ApiKeyNotFound, "no such API key")
 }
 
 fn no_store(mut response: Response) -> Response {
@@ -146,7 +146,7 @@ pub async fn create_api_key(
     let chars = name.chars().count();
     if !(1..=MAX_NAME_CHARS).contains(&chars) || name.chars().any(char::is_control) {
         return Err(ApiError::invalid_field(
-            "invalid_name",
+            ErrorCode::InvalidName,
             format!("name must be 1-{MAX_NAME_CHARS} characters without control characters"),
             "name",
         ));
@@ -176,7 +176,7 @@ pub async fn create_api_key(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             platform::http::ErrorType::InvalidRequest,
-            "too_many_api_keys",
+            ErrorCode::TooManyApiKeys,
             format!("the merchant has {MAX_KEYS_PER_MERCHANT} live API keys; revoke one first"),
         ));
     }

@@ -6,6 +6,7 @@
 //! against the same brute-force limit. They are 1–64 characters.
 
 use platform::ApiError;
+use platform::http::ErrorCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -53,7 +54,7 @@ impl TryFrom<TokenRequest> for Credentials {
             && grant != "password"
         {
             return Err(ApiError::bad_request(
-                "unsupported_grant_type",
+                ErrorCode::UnsupportedGrantType,
                 "grant_type must be \"password\" (or left out)",
             )
             .with_param("grant_type"));
@@ -74,21 +75,21 @@ impl Username {
         let normalised = raw.trim().to_lowercase();
         if normalised.is_empty() {
             return Err(ApiError::invalid_field(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 "username must not be empty",
                 "username",
             ));
         }
         if normalised.chars().count() > MAX_USERNAME_CHARS {
             return Err(ApiError::invalid_field(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 format!("username must be at most {MAX_USERNAME_CHARS} characters"),
                 "username",
             ));
         }
         if normalised.chars().any(char::is_control) {
             return Err(ApiError::invalid_field(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 "username must not contain control characters",
                 "username",
             ));
@@ -108,14 +109,14 @@ impl Password {
     pub fn parse(raw: String) -> Result<Self, ApiError> {
         if raw.is_empty() {
             return Err(ApiError::invalid_field(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 "password must not be empty",
                 "password",
             ));
         }
         if raw.len() > MAX_PASSWORD_BYTES {
             return Err(ApiError::invalid_field(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 format!("password must be at most {MAX_PASSWORD_BYTES} bytes"),
                 "password",
             ));

@@ -17,7 +17,7 @@ use http::StatusCode;
 use platform::ApiError;
 use platform::access::links::{self, MAX_CUSTOMERS_PER_USER};
 use platform::auth::Caller;
-use platform::http::{ErrorBody, ErrorType, Json};
+use platform::http::{ErrorBody, ErrorCode, ErrorType, Json};
 use platform::keyspace;
 use platform::redis::Redis;
 use serde::Serialize;
@@ -59,7 +59,7 @@ pub struct UserCustomers {
 }
 
 fn user_not_found() -> ApiError {
-    ApiError::not_found("user_not_found", "no such user of this merchant")
+    ApiError::not_found(ErrorCode::UserNotFound, "no such user of this merchant")
 }
 
 /// The username, checked to be a user of the caller's merchant (404
@@ -78,7 +78,7 @@ fn customer(text: &str) -> Result<&str, ApiError> {
         Ok(text)
     } else {
         Err(ApiError::invalid_field(
-            "invalid_customer_id",
+            ErrorCode::InvalidCustomerId,
             "customer_id must be 1-64 characters of A-Z a-z 0-9 _ . : - and not a card number",
             "customer_id",
         ))
@@ -178,7 +178,7 @@ pub async fn link_customer(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorType::InvalidRequest,
-            "too_many_customers",
+            ErrorCode::TooManyCustomers,
             format!("a user may be linked to at most {MAX_CUSTOMERS_PER_USER} customers"),
         ));
     }

@@ -2,7 +2,7 @@
 //! from the handlers' own annotations so it cannot drift from them.
 
 use axum::response::{IntoResponse, Response};
-use platform::http::ErrorBody;
+use platform::http::{ErrorBody, ErrorCode, ErrorDetail, ErrorType};
 use utoipa::OpenApi;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -40,7 +40,10 @@ use crate::token::TokenResponse;
         ApiKeyList,
         RevokedApiKey,
         UserCustomers,
-        ErrorBody
+        ErrorBody,
+        ErrorDetail,
+        ErrorType,
+        ErrorCode
     )),
     modifiers(&BearerAuth),
     tags(

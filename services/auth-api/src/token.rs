@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use platform::ApiError;
 use platform::auth::TokenIssuer;
+use platform::http::ErrorCode;
 use platform::http::{ErrorBody, ErrorType, JsonOrForm};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -110,7 +111,7 @@ async fn login(
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorType::RateLimit,
-            "too_many_attempts",
+            ErrorCode::TooManyAttempts,
             format!("too many failed logins for this username; retry after {secs} s"),
         )
         .with_header(header::RETRY_AFTER, HeaderValue::from(secs)));
@@ -123,7 +124,7 @@ async fn login(
         }
         tracing::warn!("login refused: every core busy and the hashing queue full");
         return Err(ApiError::service_unavailable(
-            "server_busy",
+            ErrorCode::ServerBusy,
             format!("too many logins are being checked; retry after {BUSY_RETRY_AFTER_SECS} s"),
         )
         .with_header(
@@ -154,7 +155,7 @@ async fn login(
         // No username in the log: people type passwords into that field.
         tracing::info!("login refused: invalid credentials");
         return Err(ApiError::unauthorized(
-            "invalid_credentials",
+            ErrorCode::InvalidCredentials,
             "the username or password is wrong",
         ));
     };

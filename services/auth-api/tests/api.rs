@@ -473,4 +473,5 @@ async fn openapi_describes_the_route_bodies_and_errors() {
     for path in ["/healthz", "/readyz", "/openapi.json"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");
     }
+    platform::testing::assert_error_codes_documented(&doc, "TokenRequest");
 }

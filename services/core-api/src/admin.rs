@@ -38,6 +38,7 @@ use axum::extract::{Path, State, rejection::PathRejection};
 use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
 use platform::ApiError;
+use platform::http::ErrorCode;
 use platform::http::{ErrorBody, ErrorType, Json};
 use platform::keyspace::{
     self, DEAD_LETTER_STREAM, GROUP, PAYLOAD_FIELD, RETRY_SET, STREAM, dead_letter, field,
@@ -65,7 +66,7 @@ fn forbidden() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
         ErrorType::InvalidRequest,
-        "forbidden",
+        ErrorCode::Forbidden,
         "the admin routes serve the dev dashboard only (X-Dashboard header)",
     )
 }
@@ -77,7 +78,7 @@ fn from_dashboard(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+fn conflict(code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         ErrorType::InvalidRequest,
@@ -173,7 +174,7 @@ pub struct DeadLetterView {
     pub message_kept: bool,
     /// What requeue would answer now: `None` if it would requeue, else the
     /// 409 code.
-    pub requeue_refusal: Option<&'static str>,
+    pub requeue_refusal: Option<ErrorCode>,
 }
 
 /// The queue, its consumers, waiting retries and dead letters (dev
@@ -199,8 +200,30 @@ pub async fn queue(
 }
 
 pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<QueueView> {
+    let (stream, groups, consumers, pending) = read_stream(conn).await?;
+    Ok(QueueView {
+        stream,
+        groups,
+        consumers,
+        pending,
+        retries: read_retries(conn).await?,
+        dead: read_dead_letters(conn).await?,
+    })
+}
+
+/// The stream, its groups, consumers and pending entries.
+type StreamParts = (
+    StreamView,
+    Vec<GroupView>,
+    Vec<ConsumerView>,
+    Vec<PendingView>,
+);
+
+/// The queue stream, its groups, the connector group's consumers and its
+/// oldest pending entries.
+async fn read_stream<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<StreamParts> {
     let exists: bool = redis::cmd("EXISTS").arg(STREAM).query_async(conn).await?;
-    let (stream, groups, consumers, pending) = if exists {
+    let parts = if exists {
         let info = fields(
             redis::cmd("XINFO")
                 .arg("STREAM")
@@ -275,7 +298,11 @@ pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisR
         };
         (empty, Vec::new(), Vec::new(), Vec::new())
     };
+    Ok(parts)
+}
 
+/// How many retries wait, and the next ones due.
+async fn read_retries<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<RetriesView> {
     let (retry_count, due): (u64, Vec<(String, f64)>) = redis::pipe()
         .cmd("ZCARD")
         .arg(RETRY_SET)
@@ -286,7 +313,7 @@ pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisR
         .arg("WITHSCORES")
         .query_async(conn)
         .await?;
-    let retries = RetriesView {
+    Ok(RetriesView {
         count: retry_count,
         next: due
             .into_iter()
@@ -295,8 +322,12 @@ pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisR
                 due_at: rfc3339_from_millis(due_ms),
             })
             .collect(),
-    };
+    })
+}
 
+/// The newest dead letters, each with its transaction's status now and
+/// whether requeue would refuse it.
+async fn read_dead_letters<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<DeadView> {
     let (dead_length, letters): (u64, Vec<RawEntry>) = redis::pipe()
         .cmd("XLEN")
         .arg(DEAD_LETTER_STREAM)
@@ -350,18 +381,10 @@ pub async fn read_queue<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisR
             }
         })
         .collect();
-
-    Ok(QueueView {
-        stream,
-        groups,
-        consumers,
-        pending,
-        retries,
-        dead: DeadView {
-            name: DEAD_LETTER_STREAM,
-            length: dead_length,
-            entries,
-        },
+    Ok(DeadView {
+        name: DEAD_LETTER_STREAM,
+        length: dead_length,
+        entries,
     })
 }
 
@@ -409,12 +432,12 @@ impl Letter {
     /// Why requeue must refuse, given the transaction's current status: the
     /// transaction first (a final status is the reason that matters most),
     /// then whether there is a message to send at all.
-    fn refusal(&self, status: Option<&str>) -> Option<(&'static str, String)> {
+    fn refusal(&self, status: Option<&str>) -> Option<(ErrorCode, String)> {
         if let Some(id) = &self.transaction {
             match status.map(str::parse::<Status>) {
                 None => {
                     return Some((
-                        "unknown_transaction",
+                        ErrorCode::UnknownTransaction,
                         format!(
                             "transaction {id} does not exist; its message would only be \
                              dead-lettered again"
@@ -423,7 +446,7 @@ impl Letter {
                 }
                 Some(Ok(status)) if status.is_final() => {
                     return Some((
-                        "transaction_final",
+                        ErrorCode::TransactionFinal,
                         format!(
                             "transaction {id} is {status}, a final status, which never changes"
                         ),
@@ -434,7 +457,7 @@ impl Letter {
         }
         if self.payload.is_none() {
             return Some((
-                "message_not_kept",
+                ErrorCode::MessageNotKept,
                 "this dead letter does not hold its message (the message carries the card, so \
                  the connector never keeps it): there is nothing to requeue; create a new payment"
                     .to_owned(),
@@ -510,8 +533,11 @@ pub async fn requeue(
 ) -> Result<Json<Requeued>, ApiError> {
     from_dashboard(&headers)?;
     let invalid = || {
-        ApiError::bad_request("invalid_entry_id", "not a stream entry id (`<ms>-<seq>`)")
-            .with_param("entry_id")
+        ApiError::bad_request(
+            ErrorCode::InvalidEntryId,
+            "not a stream entry id (`<ms>-<seq>`)",
+        )
+        .with_param("entry_id")
     };
     let Ok(Path(entry_id)) = entry_id else {
         return Err(invalid());
@@ -520,7 +546,7 @@ pub async fn requeue(
         return Err(invalid());
     }
     let mut conn = state.redis.conn();
-    let not_found = || ApiError::not_found("dead_letter_not_found", "no such dead letter");
+    let not_found = || ApiError::not_found(ErrorCode::DeadLetterNotFound, "no such dead letter");
     let found: Vec<RawEntry> = redis::cmd("XRANGE")
         .arg(DEAD_LETTER_STREAM)
         .arg(&entry_id)
@@ -582,11 +608,11 @@ pub async fn requeue(
         // transaction became final.
         "dead_letter_not_found" => Err(not_found()),
         "transaction_final" => Err(conflict(
-            "transaction_final",
+            ErrorCode::TransactionFinal,
             format!("the transaction is {detail}, a final status, which never changes"),
         )),
         _ => Err(conflict(
-            "unknown_transaction",
+            ErrorCode::UnknownTransaction,
             "the transaction does not exist",
         )),
     }
@@ -674,14 +700,14 @@ mod tests {
         ]);
         assert_eq!(
             named.refusal(Some("failed")).unwrap().0,
-            "transaction_final"
+            ErrorCode::TransactionFinal
         );
         assert_eq!(
             named.refusal(Some("pending")).unwrap().0,
-            "message_not_kept"
+            ErrorCode::MessageNotKept
         );
         let poison = letter(&[("reason", "undecodable"), ("error", "not JSON")]);
-        assert_eq!(poison.refusal(None).unwrap().0, "message_not_kept");
+        assert_eq!(poison.refusal(None).unwrap().0, ErrorCode::MessageNotKept);
 
         let payload = format!(r#"{{"transaction_id":"{id}","amount":"not a number"}}"#);
         let kept = letter(&[("reason", "undecodable"), (PAYLOAD_FIELD, &payload)]);
@@ -689,10 +715,10 @@ mod tests {
         for final_status in ["succeeded", "declined", "failed"] {
             assert_eq!(
                 kept.refusal(Some(final_status)).unwrap().0,
-                "transaction_final"
+                ErrorCode::TransactionFinal
             );
         }
-        assert_eq!(kept.refusal(None).unwrap().0, "unknown_transaction");
+        assert_eq!(kept.refusal(None).unwrap().0, ErrorCode::UnknownTransaction);
         assert!(kept.refusal(Some("pending")).is_none());
         assert!(kept.refusal(Some("processing")).is_none());
 

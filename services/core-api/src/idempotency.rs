@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use platform::ApiError;
+use platform::http::ErrorCode;
 use platform::http::ErrorType;
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
@@ -189,7 +190,7 @@ pub fn in_progress() -> ApiError {
     ApiError::new(
         http::StatusCode::CONFLICT,
         ErrorType::Idempotency,
-        "request_in_progress",
+        ErrorCode::RequestInProgress,
         "a request with this Idempotency-Key is still being handled; retry shortly",
     )
 }
@@ -198,7 +199,7 @@ pub fn key_reused() -> ApiError {
     ApiError::new(
         http::StatusCode::UNPROCESSABLE_ENTITY,
         ErrorType::Idempotency,
-        "idempotency_key_reused",
+        ErrorCode::IdempotencyKeyReused,
         "this Idempotency-Key was used with a different request body",
     )
     .with_param("Idempotency-Key")

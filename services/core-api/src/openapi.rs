@@ -5,7 +5,7 @@
 use std::sync::LazyLock;
 
 use axum::response::{IntoResponse, Response};
-use platform::http::{ErrorBody, ErrorDetail, ErrorType};
+use platform::http::{ErrorBody, ErrorCode, ErrorDetail, ErrorType};
 use platform::transaction::Status;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -33,7 +33,7 @@ use crate::transactions::{
     ),
     components(schemas(
         Transaction, PaymentMethod, TransactionList, CreateTransactionRequest,
-        PaymentMethodRequest, Status, ErrorBody, ErrorDetail, ErrorType,
+        PaymentMethodRequest, Status, ErrorBody, ErrorDetail, ErrorType, ErrorCode,
         QueueView, StreamView, GroupView, ConsumerView, PendingView, RetriesView, RetryView,
         DeadView, DeadLetterView, Requeued
     )),

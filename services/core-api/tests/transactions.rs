@@ -491,4 +491,5 @@ async fn openapi_describes_every_route_and_error() {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    platform::testing::assert_error_codes_documented(doc, "CreateTransactionRequest");
 }

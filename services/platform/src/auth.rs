@@ -21,7 +21,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::http::ApiError;
+use crate::http::{ApiError, ErrorCode};
 
 /// `iss` of every token.
 pub const ISSUER: &str = "payment-platform/auth-api";
@@ -293,8 +293,11 @@ fn challenge(error: &str) -> HeaderValue {
 }
 
 fn invalid_api_key() -> ApiError {
-    ApiError::unauthorized("api_key_invalid", "the API key is invalid or revoked")
-        .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token"))
+    ApiError::unauthorized(
+        crate::http::ErrorCode::ApiKeyInvalid,
+        "the API key is invalid or revoked",
+    )
+    .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token"))
 }
 
 impl<S> FromRequestParts<S> for Caller
@@ -316,7 +319,7 @@ where
             .filter(|token| !token.is_empty());
         let Some(token) = token else {
             return Err(ApiError::unauthorized(
-                "missing_token",
+                ErrorCode::MissingToken,
                 "an Authorization: Bearer token is required",
             )
             .with_header(
@@ -344,12 +347,12 @@ where
                 principal: Principal::User(claims.sub),
             }),
             Err(TokenError::Expired) => Err(ApiError::unauthorized(
-                "token_expired",
+                ErrorCode::TokenExpired,
                 "the token has expired; request a new one",
             )
             .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token"))),
             Err(TokenError::Invalid) => Err(ApiError::unauthorized(
-                "token_invalid",
+                ErrorCode::TokenInvalid,
                 "the token is invalid",
             )
             .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token"))),

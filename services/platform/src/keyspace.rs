@@ -237,6 +237,12 @@ fn access_owner(key: &str) -> Option<&'static str> {
     is_identifier(user).then_some("merchant:{m}:user:{u}:seeded")
 }
 
+// --------------------------------------------------------------- benchmark
+
+/// The stream `redis-benchmark` XADDs to as the reference of the
+/// benchmark's settle row (`cargo run --release -p bench`); deleted after.
+pub const BENCH_XADD_REFERENCE: &str = "bench:xadd-reference";
+
 // ------------------------------------------------------------------- audit
 
 /// Which of this module's names `key` is (`"tx:{id}"`, `"merchant:{m}:tx"`,
@@ -248,6 +254,7 @@ pub fn owner(key: &str) -> Option<&'static str> {
         (DEAD_LETTER_STREAM, "transactions:dead"),
         (RETRY_SET, "transactions:retry"),
         (RETRY_PAYLOADS, "transactions:retry:payloads"),
+        (BENCH_XADD_REFERENCE, "bench:xadd-reference"),
     ];
     if let Some((_, name)) = constants.iter().find(|(constant, _)| *constant == key) {
         return Some(name);
@@ -295,6 +302,7 @@ mod tests {
             DEAD_LETTER_STREAM.to_owned(),
             RETRY_SET.to_owned(),
             RETRY_PAYLOADS.to_owned(),
+            BENCH_XADD_REFERENCE.to_owned(),
         ];
         keys.extend(
             [

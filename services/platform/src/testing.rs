@@ -351,3 +351,40 @@ impl NotifySocket {
         }
     }
 }
+
+/// For a service's OpenAPI document: the error `code` schema lists exactly
+/// [`crate::http::ErrorCode`], and every code an error response's
+/// description names is one of them (a backquoted snake_case word that is
+/// not a property of `request_schema`).
+pub fn assert_error_codes_documented(doc: &serde_json::Value, request_schema: &str) {
+    use crate::http::ErrorCode;
+    let all: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+    let listed: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("the ErrorCode schema lists the codes")
+        .iter()
+        .map(|code| code.as_str().unwrap())
+        .collect();
+    assert_eq!(listed, all);
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if !status.starts_with('4') && !status.starts_with('5') {
+                    continue;
+                }
+                let description = response["description"].as_str().unwrap_or_default();
+                for quoted in description.split('`').skip(1).step_by(2) {
+                    let is_code = quoted.contains('_')
+                        && quoted.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+                    let is_field = doc["components"]["schemas"][request_schema]["properties"]
+                        [quoted]
+                        .is_object();
+                    assert!(
+                        !is_code || is_field || all.contains(&quoted),
+                        "{method} {path} {status} names `{quoted}`, not an ErrorCode"
+                    );
+                }
+            }
+        }
+    }
+}

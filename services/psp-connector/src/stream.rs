@@ -67,20 +67,7 @@ pub async fn read_new<C: ConnectionLike + Send>(
     consumer: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<Entry>> {
-    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg(consumer)
-        .arg("COUNT")
-        .arg(count)
-        .arg("BLOCK")
-        .arg(READ_BLOCK_MS)
-        .arg("STREAMS")
-        .arg(STREAM)
-        .arg(">")
-        .query_async(conn)
-        .await?;
-    Ok(entries(reply))
+    read_group(conn, consumer, count, Some(READ_BLOCK_MS), ">").await
 }
 
 /// Up to `count` entries already delivered to `consumer` and not yet
@@ -93,15 +80,32 @@ pub async fn read_own_pending<C: ConnectionLike + Send>(
     after: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<Entry>> {
-    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+    read_group(conn, consumer, count, None, after).await
+}
+
+/// One XREADGROUP of the queue for `consumer`: `from` is `>` for new
+/// entries, or an id after which to read its own pending ones.
+async fn read_group<C: ConnectionLike + Send>(
+    conn: &mut C,
+    consumer: &str,
+    count: usize,
+    block_ms: Option<u64>,
+    from: &str,
+) -> redis::RedisResult<Vec<Entry>> {
+    let mut command = redis::cmd("XREADGROUP");
+    command
         .arg("GROUP")
         .arg(GROUP)
         .arg(consumer)
         .arg("COUNT")
-        .arg(count)
+        .arg(count);
+    if let Some(block_ms) = block_ms {
+        command.arg("BLOCK").arg(block_ms);
+    }
+    let reply: Option<StreamReadReply> = command
         .arg("STREAMS")
         .arg(STREAM)
-        .arg(after)
+        .arg(from)
         .query_async(conn)
         .await?;
     Ok(entries(reply))

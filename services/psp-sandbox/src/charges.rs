@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, http::HeaderMap};
 use http::{HeaderName, HeaderValue, StatusCode};
-use platform::http::{ApiError, Json};
+use platform::http::{ApiError, ErrorCode, Json};
 use serde::{Deserialize, Serialize};
 
 use crate::cards::{self, Decision};
@@ -74,28 +74,28 @@ impl ChargeRequest {
     fn validate(&self) -> Result<(), ApiError> {
         if self.amount == 0 {
             return Err(ApiError::invalid_field(
-                "invalid_amount",
+                ErrorCode::InvalidAmount,
                 "amount must be a positive integer in minor units",
                 "amount",
             ));
         }
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(ApiError::invalid_field(
-                "invalid_currency",
+                ErrorCode::InvalidCurrency,
                 "currency must be a three-letter ISO 4217 code such as EUR",
                 "currency",
             ));
         }
         if !cards::is_valid_number(&self.card.number) {
             return Err(ApiError::invalid_field(
-                "invalid_card_number",
+                ErrorCode::InvalidCardNumber,
                 "the card number is not a valid card number",
                 "card.number",
             ));
         }
         if !(1..=12).contains(&self.card.expiry_month) {
             return Err(ApiError::invalid_field(
-                "invalid_expiry_month",
+                ErrorCode::InvalidExpiryMonth,
                 "expiry_month must be 1 to 12",
                 "card.expiry_month",
             ));
@@ -104,7 +104,7 @@ impl ChargeRequest {
             || !self.card.cvc.bytes().all(|b| b.is_ascii_digit())
         {
             return Err(ApiError::invalid_field(
-                "invalid_cvc",
+                ErrorCode::InvalidCvc,
                 "cvc must be 3 or 4 digits",
                 "card.cvc",
             ));
@@ -132,20 +132,20 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
         return Err(ApiError::bad_request(
-            "idempotency_key_missing",
+            ErrorCode::IdempotencyKeyMissing,
             "an Idempotency-Key header is required for charges",
         ));
     };
     if values.next().is_some() {
         return Err(ApiError::bad_request(
-            "idempotency_key_invalid",
+            ErrorCode::IdempotencyKeyInvalid,
             "send one Idempotency-Key header, not several",
         ));
     }
     let key = value.to_str().unwrap_or("");
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
-            "idempotency_key_invalid",
+            ErrorCode::IdempotencyKeyInvalid,
             "Idempotency-Key must be 1 to 255 printable ASCII characters",
         ));
     }
@@ -200,7 +200,7 @@ async fn decide_locked(
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 platform::http::ErrorType::Idempotency,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was used for a different charge",
             ));
         }
@@ -226,7 +226,7 @@ async fn decide_locked(
             charges.ledger.record_unavailable();
             tracing::debug!(idempotency_key = %key, injected, "answering 503");
             return Err(ApiError::service_unavailable(
-                "processing_error",
+                ErrorCode::ProcessingError,
                 "the charge could not be processed; retry with the same Idempotency-Key",
             ));
         }

@@ -1,6 +1,7 @@
 //! A charge amount in minor units (cents for EUR, yen for JPY).
 
 use super::FieldError;
+use platform::http::ErrorCode;
 
 /// A positive integer number of minor units, at most [`Amount::MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -17,7 +18,7 @@ impl Amount {
     pub fn parse(value: &serde_json::Value) -> Result<Self, FieldError> {
         let invalid = || {
             FieldError::new(
-                "invalid_amount",
+                ErrorCode::InvalidAmount,
                 format!(
                     "amount must be a positive integer number of minor units, at most {}",
                     Self::MAX
@@ -60,7 +61,7 @@ mod tests {
         ] {
             assert_eq!(
                 Amount::parse(&value).unwrap_err().code,
-                "invalid_amount",
+                ErrorCode::InvalidAmount,
                 "{value}"
             );
         }

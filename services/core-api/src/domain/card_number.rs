@@ -3,6 +3,7 @@
 //! the brand and last four digits.
 
 use super::FieldError;
+use platform::http::ErrorCode;
 
 /// 13–19 digits passing the Luhn check, not all zeros
 /// ([`platform::card::is_card_number`]: the same numbers the logs mask).
@@ -38,7 +39,7 @@ impl CardNumber {
     /// only: no spaces or dashes, which clients strip before sending.
     pub fn parse(value: &serde_json::Value) -> Result<Self, FieldError> {
         let invalid =
-            |why: &str| FieldError::new("invalid_card_number", format!("card number {why}"));
+            |why: &str| FieldError::new(ErrorCode::InvalidCardNumber, format!("card number {why}"));
         let text = value
             .as_str()
             .ok_or_else(|| invalid("must be a string of digits"))?;
@@ -131,7 +132,7 @@ mod tests {
         ] {
             assert_eq!(
                 CardNumber::parse(&bad).unwrap_err().code,
-                "invalid_card_number",
+                ErrorCode::InvalidCardNumber,
                 "{bad}"
             );
         }

@@ -1,6 +1,7 @@
 //! ISO 4217 currencies, with the number of minor units each one has.
 
 use super::FieldError;
+use platform::http::ErrorCode;
 
 /// An active ISO 4217 currency code (upper case) and its minor-unit
 /// exponent: 2 for EUR (cents), 0 for JPY, 3 for KWD.
@@ -194,7 +195,7 @@ impl Currency {
             })
             .map_err(|_| {
                 FieldError::new(
-                    "invalid_currency",
+                    ErrorCode::InvalidCurrency,
                     "currency must be an upper-case ISO 4217 code such as EUR",
                 )
             })
@@ -227,7 +228,7 @@ mod tests {
         for bad in ["eur", "Eur", "XXX", "EURO", "", "ZZZ"] {
             assert_eq!(
                 Currency::parse(bad).unwrap_err().code,
-                "invalid_currency",
+                ErrorCode::InvalidCurrency,
                 "{bad}"
             );
         }

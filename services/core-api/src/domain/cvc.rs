@@ -2,6 +2,7 @@
 //! never stored, returned or logged.
 
 use super::FieldError;
+use platform::http::ErrorCode;
 
 /// 3 or 4 digits. `Debug` does not show them.
 #[derive(Clone, PartialEq, Eq)]
@@ -18,7 +19,7 @@ impl Cvc {
                 Ok(Self(text.to_owned()))
             }
             _ => Err(FieldError::new(
-                "invalid_cvc",
+                ErrorCode::InvalidCvc,
                 "cvc must be a string of 3 or 4 digits",
             )),
         }
@@ -53,7 +54,11 @@ mod tests {
             json!(123),
             json!(null),
         ] {
-            assert_eq!(Cvc::parse(&bad).unwrap_err().code, "invalid_cvc", "{bad}");
+            assert_eq!(
+                Cvc::parse(&bad).unwrap_err().code,
+                ErrorCode::InvalidCvc,
+                "{bad}"
+            );
         }
     }
 }

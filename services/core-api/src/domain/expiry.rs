@@ -2,6 +2,7 @@
 //! a card is valid through the last day of its expiry month.
 
 use super::FieldError;
+use platform::http::ErrorCode;
 
 /// A month/year that is not in the past (and not absurdly far ahead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,7 @@ impl Expiry {
             .ok_or_else(|| {
                 (
                     FieldError::new(
-                        "invalid_expiry",
+                        ErrorCode::InvalidExpiry,
                         "expiry_month must be an integer from 1 to 12",
                     ),
                     "expiry_month",
@@ -48,26 +49,29 @@ impl Expiry {
             .filter(|y| (1000..=9999).contains(y))
             .ok_or_else(|| {
                 (
-                    FieldError::new("invalid_expiry", "expiry_year must be a four-digit year"),
+                    FieldError::new(
+                        ErrorCode::InvalidExpiry,
+                        "expiry_year must be a four-digit year",
+                    ),
                     "expiry_year",
                 )
             })? as u16;
         if year < this_year {
             return Err((
-                FieldError::new("card_expired", "the card has expired"),
+                FieldError::new(ErrorCode::CardExpired, "the card has expired"),
                 "expiry_year",
             ));
         }
         if year == this_year && month < this_month {
             return Err((
-                FieldError::new("card_expired", "the card has expired"),
+                FieldError::new(ErrorCode::CardExpired, "the card has expired"),
                 "expiry_month",
             ));
         }
         if year > this_year.saturating_add(MAX_YEARS_AHEAD) {
             return Err((
                 FieldError::new(
-                    "invalid_expiry",
+                    ErrorCode::InvalidExpiry,
                     format!("expiry_year is more than {MAX_YEARS_AHEAD} years ahead"),
                 ),
                 "expiry_year",
@@ -94,7 +98,7 @@ mod tests {
         month: serde_json::Value,
         year: serde_json::Value,
     ) -> Result<Expiry, (&'static str, &'static str)> {
-        Expiry::parse_at(&month, &year, 2026, 11).map_err(|(e, p)| (e.code, p))
+        Expiry::parse_at(&month, &year, 2026, 11).map_err(|(e, p)| (e.code.as_str(), p))
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! bounded and printable.
 
 use super::FieldError;
+use platform::http::ErrorCode;
 
 /// 1–255 printable ASCII characters (space to `~`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +19,7 @@ impl IdempotencyKey {
             Ok(Self(String::from_utf8_lossy(bytes).into_owned()))
         } else {
             Err(FieldError::new(
-                "invalid_idempotency_key",
+                ErrorCode::InvalidIdempotencyKey,
                 "Idempotency-Key must be 1-255 printable ASCII characters",
             ))
         }
@@ -33,7 +34,7 @@ impl IdempotencyKey {
         };
         if values.next().is_some() {
             return Err(FieldError::new(
-                "invalid_idempotency_key",
+                ErrorCode::InvalidIdempotencyKey,
                 "send one Idempotency-Key header, not several",
             ));
         }

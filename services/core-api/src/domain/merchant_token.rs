@@ -5,13 +5,14 @@
 //! `[A-Za-z0-9_.:-]`, and never a card number (a careless client's PAN
 //! would otherwise be stored, indexed and part of key names).
 
+use platform::http::ErrorCode;
 use std::marker::PhantomData;
 
 use super::{FieldError, is_token};
 
 /// Which field a [`MerchantToken`] is, for its error code and message.
 pub trait TokenField {
-    const CODE: &'static str;
+    const CODE: ErrorCode;
     const NAME: &'static str;
 }
 
@@ -50,7 +51,7 @@ impl<F: TokenField> MerchantToken<F> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Customer {}
 impl TokenField for Customer {
-    const CODE: &'static str = "invalid_customer_id";
+    const CODE: ErrorCode = ErrorCode::InvalidCustomerId;
     const NAME: &'static str = "customer_id";
 }
 
@@ -58,7 +59,7 @@ impl TokenField for Customer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderReference {}
 impl TokenField for OrderReference {
-    const CODE: &'static str = "invalid_reference";
+    const CODE: ErrorCode = ErrorCode::InvalidReference;
     const NAME: &'static str = "reference";
 }
 
@@ -78,12 +79,12 @@ mod tests {
         ] {
             assert_eq!(
                 CustomerId::parse(pan).unwrap_err().code,
-                "card_number_not_allowed",
+                ErrorCode::CardNumberNotAllowed,
                 "{pan}"
             );
             assert_eq!(
                 Reference::parse(pan).unwrap_err().code,
-                "card_number_not_allowed"
+                ErrorCode::CardNumberNotAllowed
             );
         }
         // Numbers that are not cards are fine.
@@ -99,12 +100,12 @@ mod tests {
         for bad in ["", "has space", "ü", &"x".repeat(65), "a/b", "a*"] {
             assert_eq!(
                 CustomerId::parse(bad).unwrap_err().code,
-                "invalid_customer_id",
+                ErrorCode::InvalidCustomerId,
                 "{bad}"
             );
             assert_eq!(
                 Reference::parse(bad).unwrap_err().code,
-                "invalid_reference",
+                ErrorCode::InvalidReference,
                 "{bad}"
             );
         }

@@ -1,6 +1,7 @@
 //! Free-form merchant data stored with the transaction, bounded so that a
 //! record stays small.
 
+use platform::http::ErrorCode;
 use std::collections::BTreeMap;
 
 use super::FieldError;
@@ -19,8 +20,9 @@ impl Metadata {
     pub fn parse(
         raw: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Self, (FieldError, String)> {
-        let invalid =
-            |message: String, param: String| (FieldError::new("invalid_metadata", message), param);
+        let invalid = |message: String, param: String| {
+            (FieldError::new(ErrorCode::InvalidMetadata, message), param)
+        };
         if raw.len() > Self::MAX_KEYS {
             return Err(invalid(
                 format!("metadata may have at most {} keys", Self::MAX_KEYS),
@@ -81,7 +83,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(value: serde_json::Value) -> Result<Metadata, (&'static str, String)> {
-        Metadata::parse(value.as_object().unwrap()).map_err(|(e, p)| (e.code, p))
+        Metadata::parse(value.as_object().unwrap()).map_err(|(e, p)| (e.code.as_str(), p))
     }
 
     #[test]

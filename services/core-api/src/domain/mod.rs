@@ -24,17 +24,18 @@ pub use merchant_token::{CustomerId, Reference};
 pub use metadata::Metadata;
 
 use platform::ApiError;
+use platform::http::ErrorCode;
 
 /// Why a value was refused: a stable code and a human explanation. The
 /// caller knows which request field it parsed, so it supplies the `param`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl FieldError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -58,7 +59,7 @@ pub(crate) fn is_token(text: &str) -> bool {
 /// logged. The message never quotes the value.
 pub(crate) fn card_number_not_allowed(field: &str) -> FieldError {
     FieldError::new(
-        "card_number_not_allowed",
+        ErrorCode::CardNumberNotAllowed,
         format!("{field} looks like a card number; card numbers go only in payment_method.number"),
     )
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use platform::ApiError;
 use platform::auth::Caller;
 use platform::crypto::CardKey;
-use platform::http::{ErrorBody, Json, RequestId};
+use platform::http::{ErrorBody, ErrorCode, Json, RequestId};
 use platform::keyspace::Index;
 use platform::queue::{CardDetails, ChargeMessage};
 use platform::transaction::{Status, TransactionId, now_rfc3339};
@@ -278,7 +278,7 @@ fn customer_not_permitted() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
         platform::http::ErrorType::InvalidRequest,
-        "customer_not_permitted",
+        ErrorCode::CustomerNotPermitted,
         "this user may create transactions only for a customer_id linked to them",
     )
     .with_param("customer_id")

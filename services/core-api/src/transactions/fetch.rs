@@ -3,6 +3,7 @@
 use axum::extract::{Path, State, rejection::PathRejection};
 use platform::ApiError;
 use platform::auth::Caller;
+use platform::http::ErrorCode;
 use platform::http::{ErrorBody, Json};
 use platform::transaction::TransactionId;
 
@@ -11,7 +12,7 @@ use super::store;
 use crate::AppState;
 
 fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such transaction")
+    ApiError::not_found(ErrorCode::NotFound, "no such transaction")
 }
 
 /// One transaction of the caller's merchant. A malformed id, an unknown id,

@@ -34,6 +34,7 @@
 use axum::extract::State;
 use platform::ApiError;
 use platform::auth::Caller;
+use platform::http::ErrorCode;
 use platform::http::{ErrorBody, Json, Query};
 use platform::keyspace::Index;
 use platform::transaction::{Status, TransactionId, id_bound};
@@ -105,7 +106,7 @@ struct Filter {
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_parameter", message).with_param(param)
+    ApiError::bad_request(ErrorCode::InvalidParameter, message).with_param(param)
 }
 
 /// RFC 3339 to Unix milliseconds. A `+` in an offset arrives as a space

@@ -9,6 +9,7 @@
 //! echoing the digits back in its message.
 
 use platform::ApiError;
+use platform::http::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -103,7 +104,7 @@ impl CreateTransactionRequest {
         let method = self.payment_method;
         if method.kind != "card" {
             return Err(ApiError::invalid_field(
-                "invalid_payment_method_type",
+                ErrorCode::InvalidPaymentMethodType,
                 "payment_method.type must be \"card\"",
                 "payment_method.type",
             ));

@@ -22,7 +22,7 @@ use http::request::Parts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{ApiError, ErrorType};
+use super::{ApiError, ErrorCode, ErrorType};
 
 /// A JSON body (`application/json` or `application/*+json`).
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ fn unsupported_media_type(expected: &str) -> ApiError {
     ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorType::InvalidRequest,
-        "unsupported_media_type",
+        ErrorCode::UnsupportedMediaType,
         format!("Content-Type must be {expected}"),
     )
 }
@@ -79,7 +79,7 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorType::InvalidRequest,
-                "request_timeout",
+                ErrorCode::RequestTimeout,
                 format!(
                     "the request body did not arrive within {} s",
                     timeout.as_secs_f64()
@@ -91,11 +91,14 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorType::InvalidRequest,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
             )
         } else {
-            ApiError::bad_request("malformed_body", "the request body could not be read")
+            ApiError::bad_request(
+                ErrorCode::MalformedBody,
+                "the request body could not be read",
+            )
         }
     })
 }
@@ -117,12 +120,16 @@ fn field_error(path: String, message: String) -> ApiError {
     };
     if let Some(field) = backticked("missing field `") {
         let param = join(field);
-        return ApiError::invalid_field("missing_field", format!("{param} is required"), param);
+        return ApiError::invalid_field(
+            ErrorCode::MissingField,
+            format!("{param} is required"),
+            param,
+        );
     }
     if let Some(field) = backticked("duplicate field `") {
         let param = join(field);
         return ApiError::invalid_field(
-            "invalid_field",
+            ErrorCode::InvalidField,
             format!("{param} is given more than once"),
             param,
         );
@@ -135,7 +142,7 @@ fn field_error(path: String, message: String) -> ApiError {
             path
         };
         return ApiError::invalid_field(
-            "unknown_field",
+            ErrorCode::UnknownField,
             format!("{param} is not a known field"),
             param,
         );
@@ -150,7 +157,11 @@ fn field_error(path: String, message: String) -> ApiError {
     } else {
         path
     };
-    ApiError::invalid_field("invalid_field", format!("{param}: {message}"), param)
+    ApiError::invalid_field(
+        ErrorCode::InvalidField,
+        format!("{param}: {message}"),
+        param,
+    )
 }
 
 /// Parses JSON, telling syntax errors (400) from data errors (422).
@@ -161,11 +172,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = error.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => field_error(path, inner.to_string()),
-            _ => ApiError::bad_request("malformed_body", "the request body is not valid JSON"),
+            _ => ApiError::bad_request(
+                ErrorCode::MalformedBody,
+                "the request body is not valid JSON",
+            ),
         }
     })?;
     deserializer.end().map_err(|_| {
-        ApiError::bad_request("malformed_body", "unexpected data after the JSON value")
+        ApiError::bad_request(
+            ErrorCode::MalformedBody,
+            "unexpected data after the JSON value",
+        )
     })?;
     Ok(value)
 }
@@ -237,7 +254,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
                     "query".to_owned()
                 };
                 return Err(ApiError::bad_request(
-                    "invalid_parameter",
+                    ErrorCode::InvalidParameter,
                     format!("{param} is given more than once"),
                 )
                 .with_param(param));
@@ -250,9 +267,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
             .map_err(|error| {
                 let api_error =
                     field_error(error.path().to_string(), error.into_inner().to_string());
-                let code = match api_error.code() {
-                    "unknown_field" => "unknown_parameter",
-                    _ => "invalid_parameter",
+                let code = match api_error.error_code() {
+                    ErrorCode::UnknownField => ErrorCode::UnknownParameter,
+                    _ => ErrorCode::InvalidParameter,
                 };
                 api_error.recast(StatusCode::BAD_REQUEST, code)
             })

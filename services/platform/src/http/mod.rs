@@ -8,7 +8,7 @@ mod error;
 mod extract;
 pub mod request_id;
 
-pub use error::{ApiError, ErrorBody, ErrorDetail, ErrorType};
+pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, ErrorType};
 pub use extract::{Form, Json, JsonOrForm, Query};
 pub use request_id::RequestId;
 
@@ -62,7 +62,7 @@ async fn limit_headers(request: axum::extract::Request, next: axum::middleware::
         return ApiError::new(
             http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorType::InvalidRequest,
-            "too_many_headers",
+            ErrorCode::TooManyHeaders,
             format!("a request may have at most {MAX_HEADERS} header fields"),
         )
         .into_response();
@@ -77,19 +77,19 @@ async fn healthz() -> Response {
 async fn readyz(State(readiness): State<Readiness>) -> Response {
     match readiness.check().await {
         Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(reason) => ApiError::service_unavailable("not_ready", reason).into_response(),
+        Err(reason) => ApiError::service_unavailable(ErrorCode::NotReady, reason).into_response(),
     }
 }
 
 async fn route_not_found() -> ApiError {
-    ApiError::not_found("route_not_found", "no such route")
+    ApiError::not_found(ErrorCode::RouteNotFound, "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         http::StatusCode::METHOD_NOT_ALLOWED,
         ErrorType::InvalidRequest,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not accept that method",
     )
 }
