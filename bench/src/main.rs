@@ -9,7 +9,8 @@
 //! Settings (environment): `BENCH_SECONDS` (each wrk run, default 10),
 //! `BENCH_PRELOAD` (transactions of the large merchant, default 100000),
 //! `BENCH_BOOTS` (stack boots for the start-up figure, default 3),
-//! `BENCH_OUT` (the JSON file).
+//! `BENCH_OUT` (the JSON file). `cargo run --release -p bench -- instructions`
+//! runs only the instruction counts.
 
 mod cpu;
 mod driver;
@@ -28,8 +29,8 @@ use harness::{Harness, PausedConnectors};
 use provenance::Provenance;
 use scenarios::post::Route;
 use scenarios::{
-    ScenarioResult, auth_memory, end_to_end, idle_memory, list_beside_filtered, list_by_customer,
-    post, post_with_api_key, settle, start_up,
+    ScenarioResult, auth_memory, end_to_end, idle_memory, instructions, list_beside_filtered,
+    list_by_customer, post, post_with_api_key, settle, start_up,
 };
 use settings::Settings;
 
@@ -53,7 +54,15 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run()) {
+    // `bench instructions`: only the instruction counts (a minute or two).
+    let only_instructions = args.get(1).map(String::as_str) == Some("instructions");
+    match runtime.block_on(async {
+        if only_instructions {
+            run_instructions_only().await
+        } else {
+            run().await
+        }
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bench failed: {error:#}");
@@ -104,9 +113,10 @@ async fn run() -> anyhow::Result<()> {
 
     let load_after = provenance::loadavg();
     harness.shut_down().await?;
+    let instructions = instructions::measure(work.path()).await?;
 
     // The order of the table.
-    let results: [&dyn ScenarioResult; 10] = [
+    let results: [&dyn ScenarioResult; 11] = [
         &through_caddy,
         &direct,
         &lists,
@@ -116,9 +126,20 @@ async fn run() -> anyhow::Result<()> {
         &end_to_end,
         &start_up,
         &idle_memory,
+        &instructions,
         &with_api_key,
     ];
     write_report(&settings, &provenance, &load_after, &results)
+}
+
+/// Only the instruction counts, printed as their table row.
+async fn run_instructions_only() -> anyhow::Result<()> {
+    let root = e2e::repo_root();
+    prerequisites::check(&root)?;
+    let work = tempfile::tempdir()?;
+    let instructions = instructions::measure(work.path()).await?;
+    println!("{}", scenarios::table(&[&instructions]));
+    Ok(())
 }
 
 /// Writes latest.json and prints the table.

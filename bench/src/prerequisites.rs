@@ -69,6 +69,7 @@ fn check_tools() -> anyhow::Result<()> {
         ("redis-benchmark", "redis-tools"),
         ("redis-server", "redis-server"),
         ("caddy", "caddy"),
+        ("valgrind", "valgrind"),
     ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])

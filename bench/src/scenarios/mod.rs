@@ -5,6 +5,7 @@
 pub mod auth_memory;
 pub mod end_to_end;
 pub mod idle_memory;
+pub mod instructions;
 pub mod list_beside_filtered;
 pub mod list_by_customer;
 pub mod post;
