@@ -169,6 +169,8 @@
               # `cargo run --release -p bench` drives HTTP load with wrk
               # (redis-benchmark comes with redis).
               pkgs.wrk
+              # `cargo run --release -p bench -- instructions` counts with callgrind.
+              pkgs.valgrind
             ];
             shellHook = ''
               export PATH="$PWD/target/debug:$PATH"

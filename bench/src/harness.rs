@@ -14,12 +14,17 @@ use redis::aio::MultiplexedConnection;
 
 use crate::driver::{self, Tokens};
 use crate::reference::References;
+use crate::scenarios::end_to_end::END_TO_END_CUSTOMER;
+use crate::scenarios::list_by_customer::{BIG_CUSTOMER, SMALL_CUSTOMER};
 use crate::settings::{CONNECTIONS, WRK_THREADS};
 use crate::{log, wrk};
 
 const CONNECTORS: [&str; 2] = ["psp-connector-0", "psp-connector-1"];
 /// Merchants of the dev users (config/users.toml).
 const MERCHANTS: [&str; 2] = ["acme", "globex"];
+
+/// The customer of every POST load (alice's).
+pub const LOAD_CUSTOMER: &str = "cus_load";
 
 pub struct Harness {
     pub stack: Stack,
@@ -61,6 +66,17 @@ impl Harness {
         let client = driver::client();
         let alice = Tokens::new(&client, &gateway, "alice");
         let bob = Tokens::new(&client, &gateway, "bob");
+        // A user token pays only for the customers linked to its user.
+        let customers = [
+            (
+                "alice",
+                &[LOAD_CUSTOMER, END_TO_END_CUSTOMER, BIG_CUSTOMER][..],
+            ),
+            ("bob", &[SMALL_CUSTOMER][..]),
+        ];
+        for (user, customers) in customers {
+            link_customers(&client, &gateway, user, customers).await?;
+        }
         let redis = redis::Client::open(stack.redis_url())?
             .get_multiplexed_async_connection()
             .await?;
@@ -93,7 +109,7 @@ impl Harness {
             method: "POST",
             path: "/transactions".into(),
             token,
-            body: Some(driver::body("cus_load")),
+            body: Some(driver::body(LOAD_CUSTOMER)),
             run_id: format!("{}-{name}", self.run_id),
             threads: WRK_THREADS,
             connections: CONNECTIONS,
@@ -117,6 +133,11 @@ impl Harness {
             seconds: (self.seconds / 2).max(1),
         };
         wrk::run_blocking(self.script.clone(), load).await
+    }
+
+    /// A new API key of `admin`'s merchant (a user who manages its keys).
+    pub async fn api_key(&self, admin: &str) -> anyhow::Result<String> {
+        create_key(&self.client, &self.gateway, admin).await
     }
 
     /// Every path the scenarios use, connectors running, until all settled.
@@ -200,4 +221,52 @@ impl Drop for PausedConnectors<'_> {
             self.0.api().start(name);
         }
     }
+}
+
+/// A new API key of `admin`'s merchant, through the gateway.
+async fn create_key(
+    client: &reqwest::Client,
+    gateway: &str,
+    admin: &str,
+) -> anyhow::Result<String> {
+    let token = Tokens::new(client, gateway, admin).get().await?;
+    let response = client
+        .post(format!("{gateway}/auth/api_keys"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "bench"}))
+        .send()
+        .await?;
+    if response.status() != 201 {
+        bail!("POST /auth/api_keys answered {}", response.status());
+    }
+    let created: serde_json::Value = response.json().await?;
+    match created["key"].as_str() {
+        Some(key) => Ok(key.to_owned()),
+        None => bail!("no key in {created}"),
+    }
+}
+
+/// Links `user` to `customers` with an API key the user creates (alice and
+/// bob manage their merchants' keys).
+async fn link_customers(
+    client: &reqwest::Client,
+    gateway: &str,
+    user: &str,
+    customers: &[&str],
+) -> anyhow::Result<()> {
+    let key = create_key(client, gateway, user).await?;
+    for customer in customers {
+        let response = client
+            .put(format!("{gateway}/auth/users/{user}/customers/{customer}"))
+            .bearer_auth(&key)
+            .send()
+            .await?;
+        if response.status() != 200 {
+            bail!(
+                "linking {user} to {customer} answered {}",
+                response.status()
+            );
+        }
+    }
+    Ok(())
 }

@@ -32,7 +32,7 @@ use provenance::Provenance;
 use scenarios::post::Route;
 use scenarios::{
     ScenarioResult, auth_memory, end_to_end, idle_memory, instructions, list_beside_filtered,
-    list_by_customer, post, settle, start_up,
+    list_by_customer, post, post_with_api_key, settle, start_up,
 };
 use settings::Settings;
 
@@ -114,6 +114,7 @@ async fn run() -> anyhow::Result<()> {
     let auth_memory = auth_memory::measure(&harness, idle_memory.process_kib("auth-api")).await?;
     let through_caddy = post::measure(&harness, Route::ThroughCaddy).await?;
     let direct = post::measure(&harness, Route::Direct).await?;
+    let with_api_key = post_with_api_key::measure(&harness).await?;
     let settle = settle::measure(&harness, paused).await?;
     let end_to_end = end_to_end::measure(&harness, through_caddy.rate(), settle.rate()).await?;
 
@@ -123,7 +124,7 @@ async fn run() -> anyhow::Result<()> {
     let webhooks = webhook_rate::measure(&e2e::binary_dir(), 5_000, 1).await?;
 
     // The order of the table.
-    let results: [&dyn ScenarioResult; 11] = [
+    let results: [&dyn ScenarioResult; 12] = [
         &through_caddy,
         &direct,
         &lists,
@@ -134,6 +135,7 @@ async fn run() -> anyhow::Result<()> {
         &start_up,
         &idle_memory,
         &instructions,
+        &with_api_key,
         &webhooks,
     ];
     write_report(&settings, &provenance, &load_after, &results)

@@ -61,8 +61,8 @@ async fn seed(redis: &RedisServer, events: usize) -> anyhow::Result<()> {
         .get_multiplexed_async_connection()
         .await?;
     let caller = Caller {
-        user: "alice".into(),
         merchant: "acme".into(),
+        principal: platform::auth::Principal::User("alice".into()),
     };
     let key = platform::crypto::CardKey::development();
     let request: core_api::transactions::request::CreateTransactionRequest =

@@ -23,7 +23,7 @@ const PC_HEADERS = { "X-Dashboard": "1" };
 const $ = (selector) => document.querySelector(selector);
 
 const state = {
-  token: null, // { value, user, merchant, exp (ms since epoch) }
+  token: null, // { value, user, merchant, exp (ms since epoch), apiKey }
   cursor: null, // starting_after of the current page
   nextCursor: null,
   txTimer: null,
@@ -84,7 +84,11 @@ function age(nanoseconds) {
 function describeRequest(method, path, headers, body) {
   const lines = [`${method} ${path}`];
   for (const [name, value] of Object.entries(headers)) {
-    const shown = name === "Authorization" ? `${value.slice(0, 20)}…` : value;
+    // Never the secret: a token's header part, an API key's last four.
+    let shown = value;
+    if (name === "Authorization") {
+      shown = value.startsWith("Bearer sk_") ? `Bearer sk_test_…${value.slice(-4)}` : `${value.slice(0, 20)}…`;
+    }
     lines.push(`${name}: ${shown}`);
   }
   if (body !== undefined) lines.push("", body);
@@ -158,6 +162,10 @@ function explain(status, error) {
       return "No token: click Get token first.";
     case "invalid_token":
       return "The gateway refused the token. Click Get token for a new one.";
+    case "api_key_invalid":
+      return "The API key is unknown or revoked. Paste a live key, or get a token.";
+    case "customer_not_permitted":
+      return "This user may pay only for the customers linked to them (alice: cus_1, cus_2; carol: cus_2); an API key may pay for any.";
     case "invalid_credentials":
       return "Wrong user name or password.";
     case "too_many_attempts":
@@ -181,7 +189,7 @@ function showError(status, error) {
     text("strong", `${status || "no answer"} ${error.code || ""}`),
     document.createTextNode(" — " + explain(status, error)),
   );
-  if (["token_expired", "invalid_token", "missing_token"].includes(error.code)) {
+  if (["token_expired", "invalid_token", "missing_token", "api_key_invalid"].includes(error.code)) {
     box.append(" ");
     const again = text("button", "Get a new token");
     again.type = "button";
@@ -348,6 +356,13 @@ function renderToken() {
     el.className = "status-line";
     return;
   }
+  if (t.apiKey) {
+    // Keys do not expire; they are revoked (DELETE /auth/api_keys/{id}).
+    el.textContent = `Using API key …${t.value.slice(-4)} (acts for every customer of its merchant).`;
+    el.className = "status-line ok";
+    el.dataset.state = "valid";
+    return;
+  }
   const left = Math.ceil((t.exp - Date.now()) / 1000);
   if (left > 0) {
     el.textContent = `Token for ${t.user} (merchant ${t.merchant}), expires in ${left} s.`;
@@ -382,6 +397,24 @@ async function getToken(event) {
   };
   renderToken();
   $("#tx-merchant").textContent = `(merchant ${state.token.merchant})`;
+  state.cursor = null;
+  await refreshTransactions();
+}
+
+// An API key instead of a token: kept in memory only, like the token, and
+// sent the same way (Authorization: Bearer sk_test_…).
+async function useApiKey(event) {
+  if (event) event.preventDefault();
+  const key = $("#api-key").value.trim();
+  if (!key.startsWith("sk_")) {
+    showError(0, { code: "api_key_invalid", message: "an API key starts with sk_test_" });
+    return;
+  }
+  $("#api-key").value = "";
+  clearError();
+  state.token = { value: key, user: "API key", merchant: "?", exp: Infinity, apiKey: true };
+  renderToken();
+  $("#tx-merchant").textContent = "";
   state.cursor = null;
   await refreshTransactions();
 }
@@ -528,6 +561,7 @@ async function refreshTransactions() {
 function start() {
   $("#origin").textContent = location.origin;
   $("#token-form").addEventListener("submit", getToken);
+  $("#api-key-form").addEventListener("submit", useApiKey);
   $("#payment-form").addEventListener("submit", createPayment);
   $("#filter-form").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -194,6 +194,25 @@ try {
     await page.click("#apply-filters");
     await page.waitForFunction(() => document.querySelectorAll("#tx-table tbody tr").length >= 2);
 
+    // An API key in the token box: it pays for a customer alice is not
+    // linked to, and the page never shows its secret.
+    const apiKey = process.env.DASHBOARD_API_KEY;
+    if (apiKey) {
+      await page.fill("#customer", "cus_9");
+      await page.fill("#api-key", apiKey);
+      await page.click("#use-api-key");
+      await page.waitForFunction(() => document.querySelector("#token-state").textContent.includes("API key"));
+      await pay("4242424242424242", "succeeded");
+      const shown = await page.evaluate(() => document.body.innerText);
+      check(!shown.includes(apiKey.slice(8, -4)), "the page shows the API key's secret");
+      const row = page.locator('#tx-table tbody tr[data-status="succeeded"]').first();
+      check((await row.textContent()).includes("key_"), "created_by is not the key's id");
+      step("API key: paid for cus_9, recorded as created by the key");
+      await page.fill("#customer", "cus_1");
+      await page.click("#get-token");
+      await page.waitForSelector('#token-state[data-state="valid"]');
+    }
+
     if (process.env.DASHBOARD_SCREENSHOT) {
       // "Last call" still shows the approved payment's POST and its 202.
       await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });

@@ -312,3 +312,65 @@ pub fn dev_jwt_secret(_stack: &Stack) -> String {
         .map(str::to_owned)
         .expect("process-compose.yaml sets JWT_SECRET")
 }
+
+/// A new API key of `admin`'s merchant (`alice` → acme, `bob` → globex:
+/// users who manage API keys), created through the gateway: `(key, id)`.
+pub async fn create_api_key(
+    client: &reqwest::Client,
+    gateway: &str,
+    admin: &str,
+) -> (String, String) {
+    let token = login(client, gateway, admin).await;
+    let response = client
+        .post(format!("{gateway}/auth/api_keys"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "e2e"}))
+        .send()
+        .await
+        .expect("POST /auth/api_keys");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(status, 201, "{text}");
+    let created: Value = serde_json::from_str(&text).expect("API key JSON");
+    (
+        created["key"].as_str().expect("key").to_owned(),
+        created["id"].as_str().expect("id").to_owned(),
+    )
+}
+
+/// `PUT` (link) or `DELETE` (unlink) `/auth/users/{user}/customers/{customer}`
+/// with `key`; returns the status and body.
+pub async fn set_link(
+    client: &reqwest::Client,
+    gateway: &str,
+    key: &str,
+    user: &str,
+    customer: &str,
+    linked: bool,
+) -> (u16, Value) {
+    let url = format!("{gateway}/auth/users/{user}/customers/{customer}");
+    let request = if linked {
+        client.put(url)
+    } else {
+        client.delete(url)
+    };
+    let response = request.bearer_auth(key).send().await.expect("link request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Links `user` to `customers` with a new API key of the user's merchant
+/// (created by `admin`), so the user's tokens may pay for them.
+pub async fn link_customers(
+    client: &reqwest::Client,
+    gateway: &str,
+    admin: &str,
+    user: &str,
+    customers: &[&str],
+) {
+    let (key, _) = create_api_key(client, gateway, admin).await;
+    for customer in customers {
+        let (status, body) = set_link(client, gateway, &key, user, customer, true).await;
+        assert_eq!(status, 200, "link {user} to {customer}: {body}");
+    }
+}

@@ -106,8 +106,18 @@ async fn dashboard_gets_a_token_and_pays_until_succeeded_in_a_real_browser() {
         .unwrap();
     assert_eq!(stop.status(), 403);
 
-    let output = run_browser(&node, &script, &stack.gateway(), "payment").await;
+    let (api_key, _) =
+        e2e::client::create_api_key(&e2e::client::http_client(), &stack.gateway(), "alice").await;
+    let output = run_browser_with(
+        &node,
+        &script,
+        &stack.gateway(),
+        "payment",
+        &[("DASHBOARD_API_KEY", &api_key)],
+    )
+    .await;
     assert!(output.status.success(), "browser scenario failed");
+    e2e::client::assert_no_secrets_in_logs(&stack, &[&api_key]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -218,7 +228,7 @@ async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
         &http,
         &gateway,
         &token,
-        &client::payment(PROCESSING_ERROR, "cus_queue", "queue-failed"),
+        &client::payment(PROCESSING_ERROR, "cus_1", "queue-failed"),
     )
     .await;
     let outcome = client::wait_all_final(
@@ -252,7 +262,7 @@ async fn dashboard_shows_the_queue_and_requeues_only_what_is_safe() {
         &http,
         &gateway,
         &token,
-        &client::payment(APPROVED, "cus_queue", "queue-kept"),
+        &client::payment(APPROVED, "cus_1", "queue-kept"),
     )
     .await;
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")

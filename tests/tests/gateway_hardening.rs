@@ -72,7 +72,7 @@ async fn bad_bodies_never_take_an_upstream_out_of_the_gateway() {
     let gateway = stack.gateway();
     let http = client::http_client();
     let token = client::login(&http, &gateway, "alice").await;
-    let body = client::payment(APPROVED, "cus_bad_bodies", "order-bad");
+    let body = client::payment(APPROVED, "cus_1", "order-bad");
 
     // Two of each, more than there are core-api replicas: a chunked body
     // over 64 KiB, a malformed chunk size, a body cut off mid-chunk, and

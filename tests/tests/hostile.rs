@@ -20,6 +20,9 @@ use serde_json::{Value, json};
 enum Auth {
     Alice,
     Bob,
+    /// An API key of alice's merchant (acme), of bob's (globex).
+    AliceKey,
+    BobKey,
     None,
     /// The whole `Authorization` header value.
     Header(String),
@@ -92,7 +95,7 @@ fn pay(name: &str, body: impl Into<Vec<u8>>) -> Case {
 /// The valid payment with the value at JSON pointer `at` replaced (or
 /// removed, for None).
 fn with(at: &str, value: Option<Value>) -> Vec<u8> {
-    let mut body = payment(APPROVED, "cus_hostile", "ref-hostile");
+    let mut body = payment(APPROVED, "cus_1", "ref-hostile");
     let (parent, key) = at.rsplit_once('/').unwrap();
     let target = body.pointer_mut(parent).unwrap().as_object_mut().unwrap();
     match value {
@@ -103,7 +106,7 @@ fn with(at: &str, value: Option<Value>) -> Vec<u8> {
 }
 
 fn valid() -> String {
-    payment(APPROVED, "cus_hostile", "ref-hostile").to_string()
+    payment(APPROVED, "cus_1", "ref-hostile").to_string()
 }
 
 /// `POST /auth/token` with `content_type` and `body`.
@@ -616,14 +619,190 @@ fn corpus(secret: &str, alices_transaction: &str) -> Vec<Case> {
             .expect(405, "method_not_allowed"),
     ];
     cases.extend(token_cases(secret));
+    cases.extend(access_cases());
     cases
+}
+
+/// The API key and link routes, and forged keys; none may write anything.
+fn access_cases() -> Vec<Case> {
+    let create_key = |name: &str, content_type: &str, body: &str| {
+        Case::new(name, Method::POST, "/auth/api_keys")
+            .header("content-type", content_type)
+            .body(body.to_owned())
+    };
+    let link =
+        |name: &str, method: Method, path: &str| Case::new(name, method, path).auth(Auth::AliceKey);
+    let key_header = |key: String| Auth::Header(format!("Bearer {key}"));
+    vec![
+        create_key("key: empty JSON object", "application/json", "{}").expect(422, "missing_field"),
+        create_key("key: empty name", "application/json", r#"{"name":""}"#)
+            .expect(422, "invalid_name"),
+        create_key(
+            "key: 101-character name",
+            "application/json",
+            &json!({"name": "n".repeat(101)}).to_string(),
+        )
+        .expect(422, "invalid_name"),
+        create_key(
+            "key: control character in name",
+            "application/json",
+            &json!({"name": "a\u{7}b"}).to_string(),
+        )
+        .expect(422, "invalid_name"),
+        create_key("key: name as number", "application/json", r#"{"name":1}"#)
+            .expect(422, "invalid_field"),
+        create_key(
+            "key: unknown field",
+            "application/json",
+            r#"{"name":"x","merchant_id":"globex"}"#,
+        )
+        .expect(422, "unknown_field"),
+        create_key("key: text/plain", "text/plain", "name=x").expect(415, "unsupported_media_type"),
+        create_key("key: truncated JSON", "application/json", r#"{"name":"#)
+            .expect(400, "malformed_body"),
+        create_key(
+            "key: created with an API key",
+            "application/json",
+            r#"{"name":"x"}"#,
+        )
+        .auth(Auth::AliceKey)
+        .expect(403, "user_token_required"),
+        create_key("key: no credentials", "application/json", r#"{"name":"x"}"#)
+            .auth(Auth::None)
+            .expect(401, "missing_token"),
+        Case::new("key: list with an API key", Method::GET, "/auth/api_keys")
+            .auth(Auth::AliceKey)
+            .expect(403, "user_token_required"),
+        Case::new("key: revoke a glob", Method::DELETE, "/auth/api_keys/key_*")
+            .expect(404, "api_key_not_found"),
+        Case::new(
+            "key: revoke an unknown id",
+            Method::DELETE,
+            format!("/auth/api_keys/key_{}", "0".repeat(32)),
+        )
+        .expect(404, "api_key_not_found"),
+        Case::new(
+            "key: revoke a 300-character id",
+            Method::DELETE,
+            format!("/auth/api_keys/{}", "k".repeat(300)),
+        )
+        .expect(404, "api_key_not_found"),
+        Case::new("key: PUT the collection", Method::PUT, "/auth/api_keys")
+            .expect(405, "method_not_allowed"),
+        // Forged keys at core-api: one answer for all.
+        Case::new("key: prefix only", Method::GET, "/transactions")
+            .auth(key_header("sk_test_".to_owned()))
+            .expect(401, "api_key_invalid"),
+        Case::new("key: unknown", Method::GET, "/transactions")
+            .auth(key_header(format!("sk_test_{}", "A".repeat(43))))
+            .expect(401, "api_key_invalid"),
+        Case::new("key: live prefix", Method::GET, "/transactions")
+            .auth(key_header(format!("sk_live_{}", "A".repeat(43))))
+            .expect(401, "api_key_invalid"),
+        Case::new("key: glob characters", Method::GET, "/transactions")
+            .auth(key_header(format!("sk_test_{}*", "A".repeat(42))))
+            .expect(401, "api_key_invalid"),
+        Case::new("key: 4,000 characters", Method::GET, "/transactions")
+            .auth(key_header(format!("sk_test_{}", "A".repeat(4000))))
+            .expect(401, "api_key_invalid"),
+        Case::new(
+            "key: forged at auth-api",
+            Method::GET,
+            "/auth/users/alice/customers",
+        )
+        .auth(key_header(format!("sk_test_{}", "B".repeat(43))))
+        .expect(401, "api_key_invalid"),
+        // Links.
+        link(
+            "link: card number as customer",
+            Method::PUT,
+            "/auth/users/alice/customers/4242424242424242",
+        )
+        .expect(422, "invalid_customer_id"),
+        link(
+            "link: space in customer",
+            Method::PUT,
+            "/auth/users/alice/customers/a%20b",
+        )
+        .expect(422, "invalid_customer_id"),
+        link(
+            "link: 65-character customer",
+            Method::PUT,
+            &format!("/auth/users/alice/customers/{}", "c".repeat(65)),
+        )
+        .expect(422, "invalid_customer_id"),
+        link(
+            "link: unknown user",
+            Method::PUT,
+            "/auth/users/mallory/customers/cus_1",
+        )
+        .expect(404, "user_not_found"),
+        link(
+            "link: another merchant's user",
+            Method::PUT,
+            "/auth/users/bob/customers/cus_1",
+        )
+        .expect(404, "user_not_found"),
+        link("link: glob user", Method::GET, "/auth/users/*/customers")
+            .expect(404, "user_not_found"),
+        link(
+            "link: unlink with another merchant's key",
+            Method::DELETE,
+            "/auth/users/alice/customers/cus_1",
+        )
+        .auth(Auth::BobKey)
+        .expect(404, "user_not_found"),
+        link(
+            "link: a user links itself",
+            Method::PUT,
+            "/auth/users/alice/customers/cus_3",
+        )
+        .auth(Auth::Alice)
+        .expect(403, "api_key_required"),
+        link(
+            "link: a user lists links",
+            Method::GET,
+            "/auth/users/alice/customers",
+        )
+        .auth(Auth::Alice)
+        .expect(403, "api_key_required"),
+        link(
+            "link: POST",
+            Method::POST,
+            "/auth/users/alice/customers/cus_1",
+        )
+        .expect(405, "method_not_allowed"),
+        link(
+            "link: no credentials",
+            Method::PUT,
+            "/auth/users/alice/customers/cus_3",
+        )
+        .auth(Auth::None)
+        .expect(401, "missing_token"),
+        // A user pays only for its linked customers (alice: cus_1, cus_2).
+        pay(
+            "user pays for an unlinked customer",
+            with("/customer_id", Some(json!("cus_3"))),
+        )
+        .expect(403, "customer_not_permitted"),
+        pay("user pays for no customer", with("/customer_id", None))
+            .expect(403, "customer_not_permitted"),
+    ]
+}
+
+/// What the corpus' requests are sent with.
+struct Credentials {
+    alice: String,
+    bob: String,
+    alice_key: String,
+    bob_key: String,
 }
 
 async fn send(
     http: &reqwest::Client,
     gateway: &str,
     case: &Case,
-    tokens: &(String, String),
+    tokens: &Credentials,
 ) -> reqwest::Response {
     let mut request = http.request(case.method.clone(), format!("{gateway}{}", case.path));
     for (name, value) in &case.headers {
@@ -631,8 +810,10 @@ async fn send(
         request = request.header(name.as_str(), value);
     }
     request = match &case.auth {
-        Auth::Alice => request.bearer_auth(&tokens.0),
-        Auth::Bob => request.bearer_auth(&tokens.1),
+        Auth::Alice => request.bearer_auth(&tokens.alice),
+        Auth::Bob => request.bearer_auth(&tokens.bob),
+        Auth::AliceKey => request.bearer_auth(&tokens.alice_key),
+        Auth::BobKey => request.bearer_auth(&tokens.bob_key),
         Auth::None => request,
         Auth::Header(value) => request.header("authorization", value.as_str()),
     };
@@ -653,11 +834,13 @@ async fn hostile_requests_get_a_stable_4xx_json_error_and_write_nothing() {
     let secret = client::dev_jwt_secret(&stack);
     let alice = login(&http, &gateway, "alice").await;
     let bob = login(&http, &gateway, "bob").await;
+    let (alice_key, _) = client::create_api_key(&http, &gateway, "alice").await;
+    let (bob_key, _) = client::create_api_key(&http, &gateway, "bob").await;
     let alices_transaction = client::create_accepted(
         &http,
         &gateway,
         &alice,
-        &payment(APPROVED, "cus_hostile", "ref-hostile"),
+        &payment(APPROVED, "cus_1", "ref-hostile"),
     )
     .await;
     client::wait_all_final(
@@ -683,7 +866,12 @@ async fn hostile_requests_get_a_stable_4xx_json_error_and_write_nothing() {
 
     let cases = corpus(&secret, &alices_transaction);
     assert!(cases.len() >= 60, "only {} cases", cases.len());
-    let tokens = (alice, bob);
+    let tokens = Credentials {
+        alice,
+        bob,
+        alice_key,
+        bob_key,
+    };
     let mut failures = Vec::new();
     for case in &cases {
         let response = send(&http, &gateway, case, &tokens).await;
@@ -744,7 +932,13 @@ async fn hostile_requests_get_a_stable_4xx_json_error_and_write_nothing() {
     );
     eprintln!("{} hostile cases answered as expected", cases.len());
 
-    let mut secrets: Vec<&str> = vec!["hunter2-hostile", &tokens.0, &tokens.1];
+    let mut secrets: Vec<&str> = vec![
+        "hunter2-hostile",
+        &tokens.alice,
+        &tokens.bob,
+        &tokens.alice_key,
+        &tokens.bob_key,
+    ];
     secrets.push(&secret);
     client::assert_no_secrets_in_logs(&stack, &secrets);
 }

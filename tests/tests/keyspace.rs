@@ -32,12 +32,12 @@ async fn every_key_the_stack_writes_is_owned_by_the_keyspace_module() {
 
     let mut ids = Vec::new();
     for (i, card) in test_cards().into_iter().enumerate() {
-        let body = payment(card, "cus_keyspace", &format!("keyspace-{i}"));
+        let body = payment(card, "cus_1", &format!("keyspace-{i}"));
         ids.push(client::create_accepted(&http, &gateway, &token, &body).await);
     }
     let listed = http
         .get(format!(
-            "{gateway}/transactions?customer_id=cus_keyspace&status=succeeded"
+            "{gateway}/transactions?customer_id=cus_1&status=succeeded"
         ))
         .bearer_auth(&token)
         .send()

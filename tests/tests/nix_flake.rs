@@ -407,6 +407,7 @@ const PROVIDED_BY: &[(&str, &str)] = &[
     ("tmux", "tmux"),
     ("watchexec", "watchexec"),
     ("wrk", "wrk"),
+    ("valgrind", "valgrind"),
     ("node", "nodejs"),
     ("npm", "nodejs"),
     ("chromium", "chromium"),

@@ -45,7 +45,7 @@ async fn readme_walkthrough_works_verbatim() {
         .unwrap_or_else(|e| {
             panic!("walkthrough output is not a sequence of JSON bodies ({e}):\n{stdout}")
         });
-    assert_eq!(bodies.len(), 9, "nine calls print a body:\n{stdout}");
+    assert_eq!(bodies.len(), 13, "thirteen calls print a body:\n{stdout}");
     let token = &bodies[0];
     assert_eq!(token["token_type"], "Bearer");
     let paid = &bodies[1];
@@ -67,15 +67,35 @@ async fn readme_walkthrough_works_verbatim() {
     assert_eq!(only_declined["data"].as_array().unwrap().len(), 1);
     assert_eq!(only_declined["data"][0]["id"], declined["id"]);
     assert_eq!(only_declined["data"][0]["status"], "declined");
-    let events = &bodies[6];
-    assert_eq!(
-        events["data"][0]["type"], "transaction.succeeded",
-        "{events}"
+    let paid_with_key = &bodies[6];
+    assert!(
+        paid_with_key["created_by"]
+            .as_str()
+            .is_some_and(|by| by.starts_with("key_")),
+        "{paid_with_key}"
     );
-    assert_eq!(events["data"][0]["data"]["object"]["id"], paid["id"]);
-    let endpoint = &bodies[7];
+    let linked = &bodies[7];
+    assert_eq!(linked["customers"], serde_json::json!(["cus_2", "cus_7"]));
+    let carols = &bodies[8];
+    assert_eq!(carols["data"].as_array().unwrap().len(), 1, "{carols}");
+    assert_eq!(carols["data"][0]["id"], paid_with_key["id"]);
+    let revoked = &bodies[9];
+    assert_eq!(revoked["deleted"], true);
+    let events = &bodies[10];
+    let events = events["data"].as_array().unwrap();
+    assert!(
+        events.iter().all(|e| e["type"] == "transaction.succeeded"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["data"]["object"]["id"] == paid["id"]),
+        "{events:?}"
+    );
+    let endpoint = &bodies[11];
     assert!(endpoint["secret"].as_str().unwrap().starts_with("whsec_"));
-    let received = bodies[8]["data"].as_array().unwrap();
+    let received = bodies[12]["data"].as_array().unwrap();
     assert!(!received.is_empty(), "the sink got nothing");
     assert!(
         received.iter().all(|d| d["verified"] == true),

@@ -87,20 +87,27 @@ async fn core_api_and_auth_api_conform_to_their_schemas_under_fuzzing() {
     // login token lives 30 s, less than the run).
     let secret = JwtSecret::new(client::dev_jwt_secret(&stack)).unwrap();
     let (token, _) = TokenIssuer::new(&secret, Duration::from_secs(600)).issue("alice", "acme");
+    // And an API key: core-api is fuzzed with it (a user token would get
+    // 403 for every customer not linked to alice, so valid bodies would
+    // never be accepted), auth-api with both (the key routes need a user
+    // token, the link routes a key).
+    let (api_key, _) = client::create_api_key(&client::http_client(), &gateway, "alice").await;
     let reports = tempfile::tempdir().unwrap();
 
     let core = reports.path().join("core-api");
     let auth = reports.path().join("auth-api");
+    let auth_with_key = reports.path().join("auth-api-key");
     std::fs::create_dir_all(&core).unwrap();
     std::fs::create_dir_all(&auth).unwrap();
+    std::fs::create_dir_all(&auth_with_key).unwrap();
     let (gateway_core, gateway_auth) = (gateway.clone(), gateway.clone());
-    let token_auth = token.clone();
+    let key_auth = api_key.clone();
     // auth-api's paths are relative to /auth, where the gateway mounts it.
     let core_run = tokio::task::spawn_blocking(move || {
         fuzz(
             &format!("{gateway_core}/openapi.json"),
             &gateway_core,
-            &token,
+            &api_key,
             &core,
         )
     });
@@ -108,9 +115,15 @@ async fn core_api_and_auth_api_conform_to_their_schemas_under_fuzzing() {
         fuzz(
             &format!("{gateway_auth}/auth/openapi.json"),
             &format!("{gateway_auth}/auth"),
-            &token_auth,
+            &token,
             &auth,
-        )
+        );
+        fuzz(
+            &format!("{gateway_auth}/auth/openapi.json"),
+            &format!("{gateway_auth}/auth"),
+            &key_auth,
+            &auth_with_key,
+        );
     });
     core_run.await.unwrap();
     auth_run.await.unwrap();

@@ -157,21 +157,48 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
         assert_eq!(response.status(), 401);
     }
     let token = login(&http, &gateway, "alice").await;
-    let mut ids = Vec::new();
+    // An API key: created, paid with, sent truncated, revoked.
     let cards = test_cards();
+    let (api_key, api_key_id) = client::create_api_key(&http, &gateway, "alice").await;
+    let truncated_key = &api_key[..api_key.len() - 1];
+    let mut ids = vec![
+        client::create_accepted(
+            &http,
+            &gateway,
+            &api_key,
+            &payment(cards[0], "cus_1", "secrets-key"),
+        )
+        .await,
+    ];
+    let response = client::create(
+        &http,
+        &gateway,
+        truncated_key,
+        &payment(cards[0], "cus_1", "x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = http
+        .delete(format!("{gateway}/auth/api_keys/{api_key_id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     for (i, card) in cards.iter().enumerate() {
-        let body = payment(card, "cus_secrets", &format!("secrets-{i}"));
+        let body = payment(card, "cus_1", &format!("secrets-{i}"));
         ids.push(client::create_accepted(&http, &gateway, &token, &body).await);
     }
     // A replay and a reused key, which compare fingerprints of the card.
-    let body = payment(cards[0], "cus_secrets", "secrets-replay");
+    let body = payment(cards[0], "cus_1", "secrets-replay");
     for _ in 0..2 {
         let response = client::create_with_key(&http, &gateway, &token, &body, "secrets-key")
             .await
             .unwrap();
         assert_eq!(response.status(), 202);
     }
-    let reused = payment(cards[1], "cus_secrets", "secrets-replay");
+    let reused = payment(cards[1], "cus_1", "secrets-replay");
     let response = client::create_with_key(&http, &gateway, &token, &reused, "secrets-key")
         .await
         .unwrap();
@@ -187,7 +214,7 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
         ),
         ("/amount", json!(cards[4])),
     ] {
-        let mut body = payment("4242424242424241", "cus_secrets", "secrets-bad");
+        let mut body = payment("4242424242424241", "cus_1", "secrets-bad");
         *body.pointer_mut(pointer).unwrap() = value;
         let response = client::create(&http, &gateway, &token, &body)
             .await
@@ -278,5 +305,15 @@ async fn no_log_line_holds_a_card_number_password_or_token() {
     // Let the connectors write their last lines.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let secret = client::dev_jwt_secret(&stack);
-    client::assert_no_secrets_in_logs(&stack, &[wrong_password, &token, &secret]);
+    client::assert_no_secrets_in_logs(
+        &stack,
+        &[
+            wrong_password,
+            &token,
+            &secret,
+            &api_key,
+            truncated_key,
+            &api_key[8..],
+        ],
+    );
 }

@@ -129,7 +129,7 @@ async fn a_killed_core_api_replica_is_restarted_and_only_requests_in_flight_fail
     let gateway = stack.gateway();
     let http = client::http_client();
     let token = client::login(&http, &gateway, "alice").await;
-    let body = client::payment(APPROVED, "cus_kill", "order-kill");
+    let body = client::payment(APPROVED, "cus_1", "order-kill");
     let before = stack.state("core-api-0");
 
     // Eight clients POST as fast as they can through the gateway, each
@@ -356,7 +356,7 @@ async fn a_redis_outage_longer_than_the_probes_leaves_every_service_running() {
         &http,
         &stack.gateway(),
         &token,
-        &client::payment(APPROVED, "cus_outage", "order-outage"),
+        &client::payment(APPROVED, "cus_1", "order-outage"),
     )
     .await;
     let settled = client::wait_all_final(

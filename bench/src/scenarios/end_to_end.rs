@@ -16,6 +16,9 @@ use crate::harness::Harness;
 use crate::log;
 use crate::report::{Row, quantile, thousands};
 
+/// alice's customer of the end-to-end payments.
+pub const END_TO_END_CUSTOMER: &str = "cus_e2e";
+
 /// The unloaded run: its rate and duration.
 const LOW_RATE: f64 = 100.0;
 const LOW_SECONDS: u64 = 5;
@@ -75,7 +78,7 @@ async fn open_loop(
         &harness.client,
         &harness.gateway,
         &harness.alice,
-        "cus_e2e",
+        END_TO_END_CUSTOMER,
         rate,
         Duration::from_secs(seconds),
         &format!("{run_id}-e2e"),

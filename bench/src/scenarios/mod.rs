@@ -9,6 +9,7 @@ pub mod instructions;
 pub mod list_beside_filtered;
 pub mod list_by_customer;
 pub mod post;
+pub mod post_with_api_key;
 pub mod settle;
 pub mod start_up;
 

@@ -34,6 +34,15 @@ struct UserRow {
     username: String,
     merchant_id: String,
     password_hash: String,
+    /// Customers the user is linked to when first seen (see
+    /// [`crate::links::seed`]); afterwards the links change through the API.
+    #[serde(default)]
+    customers: Vec<String>,
+    /// Whether the user may create, list and revoke the merchant's API
+    /// keys. A key acts for every customer, so this is the merchant
+    /// administrator's right, granted here by the operator, never by a user.
+    #[serde(default)]
+    manages_api_keys: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +54,8 @@ struct UsersFile {
 
 struct User {
     merchant_id: String,
+    customers: Vec<String>,
+    manages_api_keys: bool,
     /// A PHC string already checked to parse as argon2id.
     password_hash: String,
 }
@@ -100,6 +111,33 @@ impl Users {
                     "{entry}.username: must be 1-64 characters of a-z 0-9 _ . -"
                 ));
             }
+            // Key ids (`key_…`) are recorded as `created_by` like user
+            // names; the prefix keeps the two apart.
+            if username
+                .as_str()
+                .starts_with(platform::access::api_key::ID_PREFIX)
+            {
+                return Err(format!(
+                    "{entry}.username: must not start with {:?} (API key ids do)",
+                    platform::access::api_key::ID_PREFIX
+                ));
+            }
+            if row.customers.len() > platform::access::links::MAX_CUSTOMERS_PER_USER {
+                return Err(format!(
+                    "{entry}.customers: at most {} per user",
+                    platform::access::links::MAX_CUSTOMERS_PER_USER
+                ));
+            }
+            if let Some(bad) = row
+                .customers
+                .iter()
+                .position(|c| !platform::access::links::is_customer_id(c))
+            {
+                return Err(format!(
+                    "{entry}.customers[{bad}]: must be 1-64 characters of A-Z a-z 0-9 _ . : - \
+                     and not a card number"
+                ));
+            }
             if !platform::auth::is_identifier(&row.merchant_id) {
                 return Err(format!(
                     "{entry}.merchant_id: must be 1-64 characters of A-Z a-z 0-9 _ . -"
@@ -114,6 +152,8 @@ impl Users {
             }
             let user = User {
                 merchant_id: row.merchant_id,
+                customers: row.customers,
+                manages_api_keys: row.manages_api_keys,
                 password_hash: row.password_hash,
             };
             if by_name.insert(username.as_str().to_owned(), user).is_some() {
@@ -145,6 +185,33 @@ impl Users {
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// The merchant of `username`, if there is such a user.
+    pub fn merchant_of(&self, username: &str) -> Option<&str> {
+        self.by_name.get(username).map(|u| u.merchant_id.as_str())
+    }
+
+    /// Whether `username` of `merchant` may manage the merchant's API keys.
+    pub fn manages_api_keys(&self, username: &str, merchant: &str) -> bool {
+        self.by_name
+            .get(username)
+            .is_some_and(|u| u.merchant_id == merchant && u.manages_api_keys)
+    }
+
+    /// `(merchant, username, customers)` of every user with customers to
+    /// link at first sight.
+    pub fn seed_links(&self) -> impl Iterator<Item = (&str, &str, &[String])> {
+        self.by_name
+            .iter()
+            .filter(|(_, u)| !u.customers.is_empty())
+            .map(|(name, u)| {
+                (
+                    u.merchant_id.as_str(),
+                    name.as_str(),
+                    u.customers.as_slice(),
+                )
+            })
     }
 }
 
@@ -213,6 +280,11 @@ impl Authenticator {
             hashing: Arc::new(Semaphore::new(cores)),
             admitted: Arc::new(Semaphore::new(cores + queue)),
         }
+    }
+
+    /// The users file it checks against.
+    pub fn users(&self) -> &Arc<Users> {
+        &self.users
     }
 
     /// A place for one password check, or `None` when every core is busy
@@ -308,7 +380,7 @@ mod tests {
     #[test]
     fn dev_users_file_is_valid_and_uses_owasp_parameters() {
         let users = Users::parse(DEV_USERS).unwrap();
-        assert_eq!(users.len(), 2);
+        assert_eq!(users.len(), 3);
         for user in users.by_name.values() {
             assert_eq!(
                 argon2id_params(&user.password_hash).unwrap(),
@@ -362,6 +434,18 @@ mod tests {
             (
                 "[[users]]\nusername = \"eve\"\nmerchant_id = \" m\"\npassword_hash = \"x\"\n",
                 "merchant_id: must be 1-64 characters",
+            ),
+            (
+                "[[users]]\nusername = \"key_1\"\nmerchant_id = \"m\"\npassword_hash = \"x\"\n",
+                "must not start with \"key_\"",
+            ),
+            (
+                "[[users]]\nusername = \"eve\"\nmerchant_id = \"m\"\npassword_hash = \"x\"\ncustomers = [\"cus 1\"]\n",
+                "customers[0]: must be",
+            ),
+            (
+                "[[users]]\nusername = \"eve\"\nmerchant_id = \"m\"\npassword_hash = \"x\"\ncustomers = [\"4242424242424242\"]\n",
+                "customers[0]: must be",
             ),
             (
                 "[[users]]\nusername = \"eve:x\"\nmerchant_id = \"m\"\npassword_hash = \"x\"\n",

@@ -23,7 +23,8 @@ pub use configuration::Config;
 use axum::extract::FromRef;
 use axum::routing::get;
 use platform::Shutdown;
-use platform::auth::TokenVerifier;
+use platform::access::api_key::ApiKeyVerifier;
+use platform::auth::{CallerVerifier, TokenVerifier};
 use platform::config::RuntimeConfig;
 use platform::health::Readiness;
 use platform::redis::Redis;
@@ -33,7 +34,8 @@ use platform::server::{Server, Started};
 #[derive(Clone)]
 pub struct AppState {
     pub redis: Redis,
-    pub verifier: TokenVerifier,
+    /// User tokens and API keys.
+    pub callers: CallerVerifier,
     pub fingerprinter: idempotency::Fingerprinter,
     /// Seals the card in each queue message.
     pub card_key: platform::crypto::CardKey,
@@ -41,9 +43,9 @@ pub struct AppState {
     pub webhook_public_urls: bool,
 }
 
-impl FromRef<AppState> for TokenVerifier {
+impl FromRef<AppState> for CallerVerifier {
     fn from_ref(state: &AppState) -> Self {
-        state.verifier.clone()
+        state.callers.clone()
     }
 }
 
@@ -67,7 +69,10 @@ pub async fn build(
     let redis = Redis::connect(&config.redis_url)?;
     let state = AppState {
         redis: redis.clone(),
-        verifier: TokenVerifier::new(&config.jwt_secret),
+        callers: CallerVerifier {
+            tokens: TokenVerifier::new(&config.jwt_secret),
+            api_keys: Some(ApiKeyVerifier::new(redis.clone())),
+        },
         fingerprinter: idempotency::Fingerprinter::new(config.jwt_secret.as_bytes()),
         card_key: config.card_encryption_key.clone(),
         webhook_public_urls: config.webhook_public_urls,

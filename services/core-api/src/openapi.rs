@@ -70,8 +70,11 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some("A token from the Auth API's POST /auth/token"))
+                    .description(Some(
+                        "A token from the Auth API's POST /auth/token (a user: acts only for \
+                         the customers linked to them), or an API key sk_test_… from POST \
+                         /auth/api_keys (acts for every customer of its merchant)",
+                    ))
                     .build(),
             ),
         );

@@ -172,8 +172,8 @@ async fn seed_final(app: &App, customer: &str, count: usize, failed: &[usize]) -
     let client = redis::Client::open(app.redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let caller = platform::auth::Caller {
-        user: "alice".into(),
         merchant: "acme".into(),
+        principal: platform::auth::Principal::User("alice".into()),
     };
     let key = platform::crypto::CardKey::development();
     let mut body = valid_body();
@@ -217,6 +217,7 @@ async fn seed_final(app: &App, customer: &str, count: usize, failed: &[usize]) -
 async fn combined_filters_scan_a_bounded_slice_and_resume_with_a_cursor() {
     let app = App::start().await;
     let alice = app.alice();
+    app.link("acme", "alice", &["cus_big"]);
     // Three real failures among them, found by following the cursor.
     let failed_at = [10, 9_000, 19_990];
     let seeded = seed_final(&app, "cus_big", 20_000, &failed_at).await;

@@ -47,6 +47,10 @@ async fn pagination_and_filters_over_250_transactions() {
     let app = App::start().await;
     let alice = app.alice();
     let carol = app.token("carol", "acme");
+    let customers = ["cus_0", "cus_1", "cus_2", "cus_3", "cus_4"];
+    app.link("acme", "alice", &customers);
+    app.link("acme", "carol", &customers);
+    app.link("globex", "bob", &["cus_0"]);
     // 250 transactions: 5 customers, references unique per 50, two users.
     let mut created: Vec<Created> = Vec::new();
     for i in 0..250usize {

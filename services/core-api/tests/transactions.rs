@@ -117,8 +117,11 @@ async fn optional_fields_may_be_left_out() {
     for field in ["customer_id", "reference", "metadata"] {
         object.remove(field);
     }
-    let reply = app.create(&app.alice(), &body, None).await;
+    // With an API key: a user token needs a customer linked to the user.
+    let (key, key_id) = app.api_key("acme");
+    let reply = app.create(&key, &body, None).await;
     assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(reply.json["created_by"], key_id.as_str());
     assert_eq!(reply.json["customer_id"], Value::Null);
     assert_eq!(reply.json["reference"], Value::Null);
     assert_eq!(reply.json["metadata"], json!({}));

@@ -229,12 +229,60 @@ impl TokenVerifier {
     }
 }
 
+/// Who is calling: a user (a token from a password login) or one of the
+/// merchant's API keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A user, who acts only for the customers linked to them
+    /// ([`crate::access::links`]).
+    User(String),
+    /// An API key (its id, `key_…`), which acts for the whole merchant.
+    ApiKey(String),
+}
+
 /// The authenticated caller of a request: extracting it verifies the
-/// `Authorization: Bearer` token, answering 401 otherwise.
+/// `Authorization: Bearer` credential (a token, or an API key `sk_test_…`),
+/// answering 401 otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    pub user: String,
     pub merchant: String,
+    pub principal: Principal,
+}
+
+impl Caller {
+    /// What a transaction's `created_by` records: the user name, or the
+    /// API key's id.
+    pub fn actor(&self) -> &str {
+        match &self.principal {
+            Principal::User(name) | Principal::ApiKey(name) => name,
+        }
+    }
+
+    /// The user, when the caller is one (not an API key).
+    pub fn user(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::User(name) => Some(name),
+            Principal::ApiKey(_) => None,
+        }
+    }
+}
+
+/// What [`Caller`] needs from the app state: the token verifier and, in a
+/// service with Redis, the API key verifier (without it every API key is
+/// refused as invalid).
+#[derive(Clone)]
+pub struct CallerVerifier {
+    pub tokens: TokenVerifier,
+    pub api_keys: Option<crate::access::api_key::ApiKeyVerifier>,
+}
+
+impl From<TokenVerifier> for CallerVerifier {
+    fn from(tokens: TokenVerifier) -> Self {
+        Self {
+            tokens,
+            api_keys: None,
+        }
+    }
 }
 
 fn challenge(error: &str) -> HeaderValue {
@@ -244,9 +292,17 @@ fn challenge(error: &str) -> HeaderValue {
     .expect("static header text")
 }
 
+fn invalid_api_key() -> ApiError {
+    ApiError::unauthorized(
+        crate::http::ErrorCode::ApiKeyInvalid,
+        "the API key is invalid or revoked",
+    )
+    .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token"))
+}
+
 impl<S> FromRequestParts<S> for Caller
 where
-    TokenVerifier: FromRef<S>,
+    CallerVerifier: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -271,11 +327,24 @@ where
                 HeaderValue::from_static("Bearer realm=\"payment-platform\""),
             ));
         };
-        let verifier = TokenVerifier::from_ref(state);
-        match verifier.verify(token) {
+        let verifier = CallerVerifier::from_ref(state);
+        if crate::access::api_key::looks_like_api_key(token) {
+            let Some(api_keys) = &verifier.api_keys else {
+                return Err(invalid_api_key());
+            };
+            return match api_keys.verify(token).await {
+                Ok(owner) => Ok(Caller {
+                    merchant: owner.merchant,
+                    principal: Principal::ApiKey(owner.id),
+                }),
+                Err(crate::access::api_key::ApiKeyError::Invalid) => Err(invalid_api_key()),
+                Err(crate::access::api_key::ApiKeyError::Storage(error)) => Err(error.into()),
+            };
+        }
+        match verifier.tokens.verify(token) {
             Ok(claims) => Ok(Caller {
-                user: claims.sub,
                 merchant: claims.mid,
+                principal: Principal::User(claims.sub),
             }),
             Err(TokenError::Expired) => Err(ApiError::unauthorized(
                 ErrorCode::TokenExpired,

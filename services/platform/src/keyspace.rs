@@ -8,6 +8,7 @@
 //! run and fails on any key without an owner. The layout is described in
 //! docs/architecture.md ("Keyspace").
 
+use crate::access::api_key::KeyHash;
 use crate::auth::is_identifier;
 use crate::event::{EventId, EventType};
 use crate::transaction::{Status, TransactionId};
@@ -310,6 +311,65 @@ pub mod login_field {
     pub const IN_FLIGHT: &str = "inflight";
 }
 
+// ------------------------------------------------- API keys and user links
+
+const API_KEY_PREFIX: &str = "api_key:";
+const API_KEYS_SUFFIX: &str = ":api_keys";
+const USER_INFIX: &str = ":user:";
+const USER_CUSTOMERS_SUFFIX: &str = ":customers";
+const USER_SEEDED_SUFFIX: &str = ":seeded";
+
+/// One live API key, found by the SHA-256 of its secret:
+/// `api_key:{sha256 hex}` (a hash, fields [`api_key_field`]): what a
+/// verifier reads. Deleted when the key is revoked.
+pub fn api_key_by_hash(hash: &KeyHash) -> String {
+    format!("{API_KEY_PREFIX}{}", hash.to_hex())
+}
+
+/// The fields of an [`api_key_by_hash`] hash.
+pub mod api_key_field {
+    /// The key's id, `key_…`.
+    pub const ID: &str = "id";
+    pub const MERCHANT: &str = "merchant";
+}
+
+/// A merchant's live API keys: `merchant:{m}:api_keys`, a hash of key id →
+/// JSON of its name, creation time, last four characters and secret hash
+/// (never the secret).
+pub fn merchant_api_keys(merchant: &str) -> String {
+    format!("{MERCHANT_PREFIX}{merchant}{API_KEYS_SUFFIX}")
+}
+
+/// The customer ids `user` of `merchant` may act for:
+/// `merchant:{m}:user:{u}:customers`, a set.
+pub fn user_customers(merchant: &str, user: &str) -> String {
+    format!("{MERCHANT_PREFIX}{merchant}{USER_INFIX}{user}{USER_CUSTOMERS_SUFFIX}")
+}
+
+/// `merchant:{m}:user:{u}:seeded`, present once the users file's links of
+/// `user` were written, so that a restart does not bring back a link that
+/// was removed since.
+pub fn user_links_seeded(merchant: &str, user: &str) -> String {
+    format!("{MERCHANT_PREFIX}{merchant}{USER_INFIX}{user}{USER_SEEDED_SUFFIX}")
+}
+
+/// The owner of a key under `merchant:` that is not a transaction index.
+fn access_owner(key: &str) -> Option<&'static str> {
+    let rest = key.strip_prefix(MERCHANT_PREFIX)?;
+    if let Some(merchant) = rest.strip_suffix(API_KEYS_SUFFIX) {
+        return is_identifier(merchant).then_some("merchant:{m}:api_keys");
+    }
+    let (merchant, user_key) = rest.split_once(USER_INFIX)?;
+    if !is_identifier(merchant) {
+        return None;
+    }
+    if let Some(user) = user_key.strip_suffix(USER_CUSTOMERS_SUFFIX) {
+        return is_identifier(user).then_some("merchant:{m}:user:{u}:customers");
+    }
+    let user = user_key.strip_suffix(USER_SEEDED_SUFFIX)?;
+    is_identifier(user).then_some("merchant:{m}:user:{u}:seeded")
+}
+
 // --------------------------------------------------------------- benchmark
 
 /// The stream `redis-benchmark` XADDs to as the reference of the
@@ -377,6 +437,14 @@ pub fn owner(key: &str) -> Option<&'static str> {
         return (!digest.is_empty() && digest.bytes().all(|b| b.is_ascii_hexdigit()))
             .then_some("auth:logins:{digest}");
     }
+    if let Some(hex) = key.strip_prefix(API_KEY_PREFIX) {
+        return KeyHash::from_hex(hex)
+            .is_some()
+            .then_some("api_key:{sha256}");
+    }
+    if let Some(owner) = access_owner(key) {
+        return Some(owner);
+    }
     let (merchant, index) = Index::parse(key)?;
     is_identifier(merchant).then(|| index.pattern())
 }
@@ -392,6 +460,10 @@ mod tests {
             record(&id),
             idempotency("acme", "order-42"),
             login_attempts("0123abcd"),
+            api_key_by_hash(&KeyHash::of("sk_test_x")),
+            merchant_api_keys("acme"),
+            user_customers("acme", "alice"),
+            user_links_seeded("acme", "alice"),
             STREAM.to_owned(),
             DEAD_LETTER_STREAM.to_owned(),
             RETRY_SET.to_owned(),
@@ -448,6 +520,10 @@ mod tests {
             "webhook_endpoint:we_1",
             "merchant:acme:events:type:charge.refunded",
             "events:other",
+            "api_key:abc",
+            "merchant:acme:user:alice:friends",
+            "merchant:acme:user::customers",
+            "merchant:a:b:api_keys",
         ] {
             assert_eq!(owner(key), None, "{key}");
         }

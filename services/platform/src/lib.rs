@@ -4,10 +4,11 @@
 //! domain code lives here once: how configuration is read ([`config`]), how
 //! logs are written ([`telemetry`]), how a process starts, reports readiness
 //! and drains ([`lifecycle`], [`server`]), what an error looks like on the
-//! wire ([`http`]), how Redis is reached ([`redis`]), how tokens are checked
-//! ([`auth`]), what every Redis name is ([`keyspace`]) and what travels on
-//! the queue ([`queue`], [`transaction`]).
+//! wire ([`http`]), how Redis is reached ([`redis`]), how tokens and API
+//! keys are checked ([`auth`], [`access`]), what every Redis name is
+//! ([`keyspace`]) and what travels on the queue ([`queue`], [`transaction`]).
 
+pub mod access;
 pub mod auth;
 pub mod card;
 pub mod config;

@@ -272,11 +272,11 @@ fn a_token_expires_after_its_ttl_with_no_leeway() {
 #[tokio::test]
 async fn the_caller_extractor_answers_401_with_a_code_per_case() {
     async fn whoami(caller: Caller) -> String {
-        format!("{}@{}", caller.user, caller.merchant)
+        format!("{}@{}", caller.actor(), caller.merchant)
     }
     let app = Router::new()
         .route("/whoami", get(whoami))
-        .with_state(verifier());
+        .with_state(platform::auth::CallerVerifier::from(verifier()));
     let call = |authorization: Option<String>| {
         let app = app.clone();
         async move {

@@ -48,14 +48,10 @@ impl FieldError {
     }
 }
 
-/// 1–64 characters of `[A-Za-z0-9_.:-]`: the shape of merchant-chosen ids
-/// (customer ids, references). Narrow on purpose: these values become part
-/// of Redis key names and log fields.
+/// The shape of merchant-chosen ids (customer ids, references): see
+/// [`platform::access::is_merchant_token`], shared with auth-api's links.
 pub(crate) fn is_token(text: &str) -> bool {
-    (1..=64).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    platform::access::is_merchant_token(text)
 }
 
 /// The refusal of a card number where none belongs (customer ids,

@@ -7,14 +7,14 @@ use axum::response::{IntoResponse, Response};
 use platform::ApiError;
 use platform::auth::Caller;
 use platform::crypto::CardKey;
-use platform::http::{ErrorBody, Json, RequestId};
+use platform::http::{ErrorBody, ErrorCode, Json, RequestId};
 use platform::keyspace::Index;
 use platform::queue::{CardDetails, ChargeMessage};
 use platform::transaction::{Status, TransactionId, now_rfc3339};
 
 use super::model::{PaymentMethod, Transaction};
 use super::request::{CreateTransactionRequest, NewTransaction};
-use super::store::{self, CreateOutcome, IdempotencyWrite, NewRecord};
+use super::store::{self, CreateOutcome, IdempotencyWrite, NewRecord, RequiredLink};
 use crate::AppState;
 use crate::domain::IdempotencyKey;
 use crate::idempotency::{self, Entry, Fingerprinter, Replay};
@@ -39,7 +39,8 @@ use redis::aio::ConnectionLike;
             ("Idempotent-Replayed" = String, description = "`true` on a replayed response"),
          )),
         (status = 400, description = "`malformed_body` (not JSON) or `invalid_idempotency_key` (malformed, or more than one `Idempotency-Key` header)", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `token_invalid` or `token_expired`", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `token_invalid`, `token_expired` or `api_key_invalid` (unknown or revoked key)", body = ErrorBody),
+        (status = 403, description = "`customer_not_permitted`: a user token, and `customer_id` missing or not linked to the user (an API key may use any customer)", body = ErrorBody),
         (status = 409, description = "`request_in_progress`: the first request with this key is still being handled", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
@@ -58,11 +59,28 @@ pub async fn create_transaction(
         ApiError::bad_request(error.code, error.message).with_param("Idempotency-Key")
     })?;
     let new = request.validate()?;
+    // A user acts only for the customers linked to them (an API key for
+    // every customer of its merchant).
+    let link = match (caller.user(), &new.customer_id) {
+        (Some(user), Some(customer)) => Some(RequiredLink {
+            set_key: platform::keyspace::user_customers(&caller.merchant, user),
+            customer: customer.as_str().to_owned(),
+        }),
+        (Some(_), None) => return Err(customer_not_permitted()),
+        (None, _) => None,
+    };
     let accepted = Accepted::new(&state.card_key, &caller, request_id.as_str(), &new);
     let claim = idempotency_key
         .as_ref()
         .map(|key| Claim::new(&state.fingerprinter, &caller, key, &new));
-    if let Some(replay) = write(&mut state.redis.conn(), &accepted, claim.as_ref()).await? {
+    let written = write(
+        &mut state.redis.conn(),
+        &accepted,
+        claim.as_ref(),
+        link.as_ref(),
+    )
+    .await?;
+    if let Some(replay) = written {
         return Ok(replayed(replay));
     }
     tracing::info!(
@@ -81,8 +99,9 @@ pub async fn create_transaction(
 }
 
 /// Writes a validated transaction exactly as `POST /transactions` does
-/// without an `Idempotency-Key`: the same record, indexes and queue message
-/// in the same script. For tests and benchmarks that need transactions in
+/// without an `Idempotency-Key` for an API key: the same record, indexes
+/// and queue message in the same script, with no user-customer check (that
+/// is the route's). For tests and benchmarks that need transactions in
 /// Redis without the HTTP round trip, so no other code restates the record.
 pub async fn accept<C: ConnectionLike + Send>(
     conn: &mut C,
@@ -92,7 +111,7 @@ pub async fn accept<C: ConnectionLike + Send>(
     new: &NewTransaction,
 ) -> Result<Transaction, ApiError> {
     let accepted = Accepted::new(card_key, caller, request_id, new);
-    write(conn, &accepted, None).await?;
+    write(conn, &accepted, None, None).await?;
     Ok(accepted.transaction)
 }
 
@@ -171,13 +190,17 @@ impl Claim {
     }
 }
 
-/// The write, in one round trip: `[claim,] create`. `Some` is the replay
-/// of an earlier request with the same key; an error leaves nothing
-/// written and releases the claim.
+/// The write, in one round trip: `[is linked,] [claim,] create`. `Some` is
+/// the replay of an earlier request with the same key; an error leaves
+/// nothing written and releases the claim. With `link` (a user's request)
+/// the create script refuses unless the customer is linked, and a user not
+/// linked gets 403 even when the key was used before (by whoever of the
+/// merchant): a replay would show the transaction.
 async fn write<C: ConnectionLike + Send>(
     conn: &mut C,
     accepted: &Accepted,
     claim: Option<&Claim>,
+    link: Option<&RequiredLink>,
 ) -> Result<Option<Replay>, ApiError> {
     let transaction = &accepted.transaction;
     let id = TransactionId::parse(&transaction.id).expect("generated id");
@@ -192,48 +215,73 @@ async fn write<C: ConnectionLike + Send>(
         marker: &claim.marker,
         completed: accepted.completed_entry(claim),
     });
-    let create = store::create_command(&record, completed.as_ref());
+    let create = store::create_command(&record, completed.as_ref(), link);
     let mut pipeline = redis::pipe();
-    let result = match claim {
-        Some(claim) => {
-            pipeline
-                .add_command(idempotency::claim_command(&claim.redis_key, &claim.marker))
-                .add_command(create);
-            let reply = store::run_scripts::<_, (Option<String>, String)>(
-                conn,
-                &pipeline,
-                &[&*store::CREATE],
-            )
-            .await;
-            match reply {
-                // The key was taken: the create wrote nothing; answer from
-                // what is there. (Our own marker means a retried pipeline.)
-                Ok((Some(existing), _)) if existing != claim.marker => {
-                    return idempotency::answer_from(&existing, &claim.fingerprint).map(Some);
-                }
-                Ok((_, outcome)) => Ok(CreateOutcome::from_reply(&outcome)),
-                Err(error) => Err(error),
-            }
-        }
-        None => {
-            pipeline.add_command(create);
-            store::run_scripts::<_, (String,)>(conn, &pipeline, &[&*store::CREATE])
-                .await
-                .map(|(outcome,)| CreateOutcome::from_reply(&outcome))
+    if let Some(link) = link {
+        pipeline
+            .cmd("SISMEMBER")
+            .arg(&link.set_key)
+            .arg(&link.customer);
+    }
+    if let Some(claim) = claim {
+        pipeline.add_command(idempotency::claim_command(&claim.redis_key, &claim.marker));
+    }
+    pipeline.add_command(create);
+    let replies =
+        store::run_scripts::<_, Vec<redis::Value>>(conn, &pipeline, &[&*store::CREATE]).await;
+    let decoded = replies.and_then(|mut replies| {
+        let mut next = || replies.pop().unwrap_or(redis::Value::Nil);
+        let outcome: String = redis::from_redis_value(next())?;
+        let existing: Option<String> = match claim {
+            Some(_) => redis::from_redis_value(next())?,
+            None => None,
+        };
+        let linked: bool = match link {
+            Some(_) => redis::from_redis_value(next())?,
+            None => true,
+        };
+        Ok((linked, existing, CreateOutcome::from_reply(&outcome)))
+    });
+    let (linked, existing, outcome) = match decoded {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            release(conn, claim).await;
+            return Err(error.into());
         }
     };
-    match result {
-        Ok(CreateOutcome::Created) => Ok(None),
-        Ok(CreateOutcome::ClaimLost) => Err(idempotency::in_progress()),
-        Ok(CreateOutcome::Refused(reason)) => {
+    match outcome {
+        CreateOutcome::Created => Ok(None),
+        CreateOutcome::CustomerNotPermitted => {
+            release(conn, claim).await;
+            Err(customer_not_permitted())
+        }
+        CreateOutcome::ClaimLost => match (claim, existing) {
+            // The key was taken: the create wrote nothing; answer from
+            // what is there, unless this user may not see it. (Our own
+            // marker means a retried pipeline whose claim was lost since.)
+            (Some(claim), Some(existing)) if existing != claim.marker => {
+                if !linked {
+                    return Err(customer_not_permitted());
+                }
+                idempotency::answer_from(&existing, &claim.fingerprint).map(Some)
+            }
+            _ => Err(idempotency::in_progress()),
+        },
+        CreateOutcome::Refused(reason) => {
             release(conn, claim).await;
             Err(ApiError::internal(format!("create refused: {reason}")))
         }
-        Err(error) => {
-            release(conn, claim).await;
-            Err(error.into())
-        }
     }
+}
+
+fn customer_not_permitted() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        platform::http::ErrorType::InvalidRequest,
+        ErrorCode::CustomerNotPermitted,
+        "this user may create transactions only for a customer_id linked to them",
+    )
+    .with_param("customer_id")
 }
 
 async fn release<C: ConnectionLike + Send>(conn: &mut C, claim: Option<&Claim>) {
@@ -252,7 +300,7 @@ fn new_transaction(id: &TransactionId, caller: &Caller, new: &NewTransaction) ->
         customer_id: new.customer_id.as_ref().map(|c| c.as_str().to_owned()),
         reference: new.reference.as_ref().map(|r| r.as_str().to_owned()),
         merchant_id: caller.merchant.clone(),
-        created_by: caller.user.clone(),
+        created_by: caller.actor().to_owned(),
         payment_method: PaymentMethod {
             kind: "card".to_owned(),
             brand: new.card.brand().as_str().to_owned(),

@@ -15,9 +15,10 @@ fn not_found() -> ApiError {
     ApiError::not_found(ErrorCode::NotFound, "no such transaction")
 }
 
-/// One transaction of the caller's merchant. A malformed id, an unknown id
-/// and another merchant's id all answer the same 404, so ids cannot be
-/// probed across merchants. O(1): one HGETALL.
+/// One transaction of the caller's merchant. A malformed id, an unknown id,
+/// another merchant's id and (for a user token) a transaction of a customer
+/// not linked to the user all answer the same 404, so ids cannot be probed.
+/// O(1): one HGETALL (and one SISMEMBER for a user, in the same round trip).
 #[utoipa::path(
     get,
     path = "/transactions/{id}",
@@ -26,8 +27,8 @@ fn not_found() -> ApiError {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The transaction", body = Transaction),
-        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
-        (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token, or an unknown or revoked API key", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown id, another merchant's, or (user token) a customer not linked to the user", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
     )
 )]
@@ -40,7 +41,20 @@ pub async fn get_transaction(
         return Err(not_found());
     };
     let id = TransactionId::parse(&id).map_err(|_| not_found())?;
-    let hash = store::fetch(&mut state.redis.conn(), &id).await?;
+    let mut conn = state.redis.conn();
+    let hash = match caller.user() {
+        None => store::fetch(&mut conn, &id).await?,
+        Some(user) => {
+            // A user sees only the transactions of customers linked to
+            // them; the record and the link are read in one round trip.
+            let (hash, linked) =
+                store::fetch_if_linked(&mut conn, &id, &caller.merchant, user).await?;
+            if !linked {
+                return Err(not_found());
+            }
+            hash
+        }
+    };
     if hash.is_empty() || hash.get("merchant_id") != Some(&caller.merchant) {
         return Err(not_found());
     }

@@ -23,6 +23,13 @@
 //!   `has_more: true` and a `next_cursor` after the last entry it scanned,
 //!   so a client resumes exactly there. No request ever scans a whole
 //!   customer's history, however few of its transactions match.
+//!
+//! A user token sees only the customers linked to its user (one SMEMBERS
+//! first): a `customer_id` filter outside them answers an empty page, and
+//! without one the page is merged from the linked customers' indexes (one
+//! ZREVRANGEBYLEX per customer per batch, in one round trip; a user has at
+//! most 100 customers). Nothing of another customer is ever read, so
+//! neither `starting_after` nor a filter can reveal one.
 
 use axum::extract::State;
 use platform::ApiError;
@@ -182,9 +189,34 @@ impl ListQuery {
 }
 
 impl Filter {
+    /// The indexes to scan, merged newest first, and the indexes of the
+    /// other filters, whose membership is checked on what they yield: the
+    /// most selective index the filters allow, or, for a user without a
+    /// `customer_id` filter, the indexes of the user's customers.
+    fn indexes(&self, merchant: &str, customers: Option<&[String]>) -> (Vec<String>, Vec<String>) {
+        if let (Some(customers), None) = (customers, &self.customer_id) {
+            let primaries = customers
+                .iter()
+                .map(|c| Index::Customer(c).key(merchant))
+                .collect();
+            let others = [
+                self.reference.as_deref().map(Index::Reference),
+                self.created_by.as_deref().map(Index::CreatedBy),
+                self.status.map(Index::Status),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|index| index.key(merchant))
+            .collect();
+            return (primaries, others);
+        }
+        let (primary, others) = self.index(merchant);
+        (vec![primary], others)
+    }
+
     /// The most selective index the filters allow, and the indexes of the
-    /// other filters, whose membership is checked on what it yields.
-    fn indexes(&self, merchant: &str) -> (String, Vec<String>) {
+    /// other filters.
+    fn index(&self, merchant: &str) -> (String, Vec<String>) {
         let mut set: Vec<String> = [
             self.customer_id.as_deref().map(Index::Customer),
             self.reference.as_deref().map(Index::Reference),
@@ -202,8 +234,13 @@ impl Filter {
         (primary, set)
     }
 
-    fn matches(&self, merchant: &str, tx: &Transaction) -> bool {
+    fn matches(&self, merchant: &str, customers: Option<&[String]>, tx: &Transaction) -> bool {
         tx.merchant_id == merchant
+            && customers.is_none_or(|allowed| {
+                tx.customer_id
+                    .as_ref()
+                    .is_some_and(|c| allowed.binary_search(c).is_ok())
+            })
             && self
                 .customer_id
                 .as_ref()
@@ -225,8 +262,9 @@ const FILTERED_BATCH: usize = 200;
 /// checked; then it answers with a cursor to resume from.
 pub const MAX_SCANNED: usize = 2_000;
 
-/// Lists the caller's merchant's transactions; see the module doc for the
-/// cost of each query shape.
+/// Lists the caller's merchant's transactions (a user token: only those of
+/// the customers linked to the user); see the module doc for the cost of
+/// each query shape.
 #[utoipa::path(
     get,
     path = "/transactions",
@@ -236,7 +274,7 @@ pub const MAX_SCANNED: usize = 2_000;
     responses(
         (status = 200, description = "A page, newest first", body = TransactionList),
         (status = 400, description = "`invalid_parameter` (also: given twice) or `unknown_parameter`; `param` names it", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token, or an unknown or revoked API key", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
     )
 )]
@@ -246,9 +284,29 @@ pub async fn list_transactions(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<TransactionList>, ApiError> {
     let filter = query.parse()?;
-    let (index, others) = filter.indexes(&caller.merchant);
-    let filtered = !others.is_empty();
     let mut conn = state.redis.conn();
+    let customers = match caller.user() {
+        Some(user) => {
+            Some(platform::access::links::customers_of(&mut conn, &caller.merchant, user).await?)
+        }
+        None => None,
+    };
+    if let Some(customers) = &customers {
+        let outside = filter
+            .customer_id
+            .as_ref()
+            .is_some_and(|c| customers.binary_search(c).is_err());
+        if outside || customers.is_empty() {
+            return Ok(Json(TransactionList {
+                data: Vec::new(),
+                has_more: false,
+                next_cursor: None,
+            }));
+        }
+    }
+    let customers = customers.as_deref();
+    let (index, others) = filter.indexes(&caller.merchant, customers);
+    let filtered = !others.is_empty();
     let wanted = filter.limit + 1;
     let mut page: Vec<Transaction> = Vec::with_capacity(wanted);
     let mut max = filter.max.clone();
@@ -262,7 +320,8 @@ pub async fn list_transactions(
         } else {
             wanted - page.len()
         };
-        let ids = store::ids_newest_first(&mut conn, &index, &max, &filter.min, batch).await?;
+        let ids =
+            store::ids_newest_first_of_all(&mut conn, &index, &max, &filter.min, batch).await?;
         let Some(last) = ids.last().cloned() else {
             break;
         };
@@ -284,7 +343,7 @@ pub async fn list_transactions(
                 continue;
             }
             let tx = Transaction::from_hash(hash)?;
-            if filter.matches(&caller.merchant, &tx) {
+            if filter.matches(&caller.merchant, customers, &tx) {
                 page.push(tx);
                 if page.len() == wanted {
                     break 'scan;

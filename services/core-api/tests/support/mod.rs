@@ -64,7 +64,41 @@ impl App {
             issuer: TokenIssuer::new(&JwtSecret::new(SECRET).unwrap(), Duration::from_secs(600)),
         };
         app.wait_ready().await;
+        // The links of the dev users file (config/users.toml), which
+        // auth-api would have seeded: the tests' users act for these.
+        app.link("acme", "alice", &["cus_1", "cus_2"]);
+        app.link("globex", "bob", &["cus_1"]);
         app
+    }
+
+    /// Links `user` of `merchant` to `customers`, as auth-api's link route
+    /// does.
+    pub fn link(&self, merchant: &str, user: &str, customers: &[&str]) {
+        let mut redis = self.redis.connection();
+        for customer in customers {
+            let _: i64 = redis::cmd("SADD")
+                .arg(platform::keyspace::user_customers(merchant, user))
+                .arg(customer)
+                .query(&mut redis)
+                .unwrap();
+        }
+    }
+
+    /// A new API key of `merchant`, stored as auth-api stores it (only the
+    /// hash record core-api reads), and its id.
+    pub fn api_key(&self, merchant: &str) -> (String, String) {
+        let new = platform::access::api_key::generate();
+        let id = platform::access::api_key::new_id();
+        let mut redis = self.redis.connection();
+        let _: i64 = redis::cmd("HSET")
+            .arg(platform::keyspace::api_key_by_hash(&new.hash))
+            .arg("id")
+            .arg(&id)
+            .arg("merchant")
+            .arg(merchant)
+            .query(&mut redis)
+            .unwrap();
+        (new.secret, id)
     }
 
     pub async fn wait_ready(&self) {

@@ -88,6 +88,27 @@ error_codes! {
     TokenInvalid => "token_invalid",
     /// Wrong username or password.
     InvalidCredentials => "invalid_credentials",
+    /// An API key that is malformed, unknown or revoked (one answer for all).
+    ApiKeyInvalid => "api_key_invalid",
+    /// Only one of the merchant's API keys may do this (link users and
+    /// customers), not a user token.
+    ApiKeyRequired => "api_key_required",
+    /// Only a user's token may do this (manage API keys), not an API key.
+    UserTokenRequired => "user_token_required",
+    /// The user may not do this (manage the merchant's API keys).
+    NotPermitted => "not_permitted",
+    /// A user's token, and a customer not linked to the user (or none).
+    CustomerNotPermitted => "customer_not_permitted",
+    /// The merchant has the most live API keys it may have.
+    TooManyApiKeys => "too_many_api_keys",
+    /// The user is linked to the most customers a user may be.
+    TooManyCustomers => "too_many_customers",
+    /// An API key name that is empty, too long or has control characters.
+    InvalidName => "invalid_name",
+    /// No such live API key of this merchant.
+    ApiKeyNotFound => "api_key_not_found",
+    /// No such user of this merchant.
+    UserNotFound => "user_not_found",
     /// Too many failed logins for this username; see `Retry-After`.
     TooManyAttempts => "too_many_attempts",
     /// A `grant_type` other than `password`.

@@ -145,8 +145,8 @@ pub async fn seed(redis: &RedisServer, cards: &[&str]) -> Vec<TransactionId> {
         .await
         .expect("connect redis");
     let caller = Caller {
-        user: "alice".into(),
         merchant: MERCHANT.into(),
+        principal: platform::auth::Principal::User("alice".into()),
     };
     let key = platform::crypto::CardKey::development();
     let mut ids = Vec::with_capacity(cards.len());

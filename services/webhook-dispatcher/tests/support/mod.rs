@@ -298,8 +298,8 @@ pub async fn endpoint(redis: &RedisServer, url: &str) -> Endpoint {
 pub async fn succeeded(redis: &RedisServer, count: usize) -> Vec<TransactionId> {
     let mut conn = conn(redis).await;
     let caller = Caller {
-        user: "alice".into(),
         merchant: MERCHANT.into(),
+        principal: platform::auth::Principal::User("alice".into()),
     };
     let key = platform::crypto::CardKey::development();
     let mut ids = Vec::new();
