@@ -308,3 +308,32 @@ async fn endpoint_urls_and_events_are_validated() {
     .await;
     assert_eq!(over.error(), (400, "too_many_endpoints", None));
 }
+
+#[tokio::test]
+async fn a_user_sees_only_the_events_of_their_customers() {
+    let app = App::start().await;
+    let alice = app.alice();
+    // alice is linked to cus_1; carol of the same merchant to cus_2 only.
+    app.link("acme", "carol", &["cus_2"]);
+    let carol = app.token("carol", "acme");
+    let id = app.create(&alice, &valid_body(), None).await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.make_final(&id, Status::Succeeded).await;
+    let event = app.get(&alice, "/events").await.json["data"][0].clone();
+    assert_eq!(event["data"]["object"]["id"], id.as_str());
+    let event_id = event["id"].as_str().unwrap();
+
+    assert_eq!(app.get(&carol, "/events").await.json["data"], json!([]));
+    assert_eq!(
+        app.get(&carol, &format!("/events/{event_id}"))
+            .await
+            .error(),
+        (404, "not_found", None)
+    );
+    // An API key sees the whole merchant.
+    let (key, _) = app.api_key("acme");
+    let all = app.get(&key, "/events").await;
+    assert_eq!(all.json["data"][0]["id"], event_id, "{}", all.text);
+}

@@ -124,8 +124,43 @@ async fn caller_event(
     if stored.merchant_id != caller.merchant {
         return Err(not_found());
     }
+    if let Some(customers) = linked_customers(state, caller).await?
+        && !visible(&stored.event, &customers)
+    {
+        return Err(not_found());
+    }
     Ok(stored.event)
 }
+
+/// A user token's linked customers (`None` for an API key, which sees the
+/// whole merchant), as for transactions.
+async fn linked_customers(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(user) = caller.user() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        platform::access::links::customers_of(&mut state.redis.conn(), &caller.merchant, user)
+            .await?,
+    ))
+}
+
+/// Whether a user linked to `customers` may see `event`: its
+/// transaction's customer is one of them.
+fn visible(event: &Event, customers: &[String]) -> bool {
+    event
+        .data
+        .object
+        .customer_id
+        .as_ref()
+        .is_some_and(|c| customers.contains(c))
+}
+
+/// Index entries one list request reads at most for a user token (whose
+/// events are filtered by customer); then it answers with a cursor.
+pub const MAX_SCANNED: usize = 2_000;
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;
@@ -161,7 +196,10 @@ fn invalid(param: &str, message: impl Into<String>) -> ApiError {
 
 /// Lists the caller's merchant's events, newest first: one index read
 /// (the per-type index when `type` is given) and one pipelined read of the
-/// page's records, O(log N + limit).
+/// page's records, O(log N + limit). A user token sees only the events of
+/// its linked customers' transactions (an API key sees all): its scan is
+/// bounded by [`MAX_SCANNED`] entries, and a page that did not fill by then
+/// answers `has_more` with a cursor to resume from.
 #[utoipa::path(
     get,
     path = "/events",
@@ -210,28 +248,63 @@ pub async fn list_events(
         }
     };
     let index = keyspace::merchant_events(&caller.merchant, event_type);
+    let customers = linked_customers(&state, &caller).await?;
     let mut conn = state.redis.conn();
-    let ids = store::ids_newest_first(&mut conn, &index, &max, "-", limit + 1).await?;
-    let ids: Vec<EventId> = ids.iter().filter_map(|id| EventId::parse(id)).collect();
-    let mut page = Vec::with_capacity(ids.len());
-    if !ids.is_empty() {
+    let wanted = limit + 1;
+    let mut page = Vec::with_capacity(wanted);
+    let mut max = max;
+    let mut scanned = 0;
+    // Set when a user's scan reached MAX_SCANNED before the page filled.
+    let mut resume_after: Option<String> = None;
+    'scan: loop {
+        let batch = match customers {
+            None => wanted - page.len(),
+            Some(_) => 200.min(MAX_SCANNED - scanned),
+        };
+        let ids = store::ids_newest_first(&mut conn, &index, &max, "-", batch).await?;
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        max = format!("({last}");
+        scanned += ids.len();
+        let exhausted = ids.len() < batch;
+        let ids: Vec<EventId> = ids.iter().filter_map(|id| EventId::parse(id)).collect();
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.cmd("HGETALL").arg(keyspace::event(id));
         }
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let hashes: Vec<HashMap<String, String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn).await?
+        };
         for hash in hashes.into_iter().filter(|h| !h.is_empty()) {
             let stored = StoredEvent::from_hash(hash)?;
-            if stored.merchant_id == caller.merchant {
+            let shown = stored.merchant_id == caller.merchant
+                && customers
+                    .as_ref()
+                    .is_none_or(|customers| visible(&stored.event, customers));
+            if shown {
                 page.push(stored.event);
+                if page.len() == wanted {
+                    break 'scan;
+                }
             }
         }
+        if exhausted {
+            break;
+        }
+        if customers.is_some() && scanned >= MAX_SCANNED {
+            resume_after = Some(last);
+            break;
+        }
     }
-    let has_more = page.len() > limit;
-    page.truncate(limit);
-    let next_cursor = has_more
-        .then(|| page.last().map(|e| e.id.clone()))
-        .flatten();
+    let (has_more, next_cursor) = if page.len() > limit {
+        page.truncate(limit);
+        (true, page.last().map(|e| e.id.clone()))
+    } else {
+        (resume_after.is_some(), resume_after)
+    };
     Ok(Json(EventList {
         data: page,
         has_more,
