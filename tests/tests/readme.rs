@@ -79,9 +79,9 @@ async fn readme_walkthrough_works_verbatim() {
     let carols = &bodies[8];
     assert_eq!(carols["data"].as_array().unwrap().len(), 1, "{carols}");
     assert_eq!(carols["data"][0]["id"], paid_with_key["id"]);
-    let revoked = &bodies[9];
+    let revoked = &bodies[11];
     assert_eq!(revoked["deleted"], true);
-    let events = &bodies[10];
+    let events = &bodies[9];
     let events = events["data"].as_array().unwrap();
     assert!(
         events.iter().all(|e| e["type"] == "transaction.succeeded"),
@@ -93,7 +93,7 @@ async fn readme_walkthrough_works_verbatim() {
             .any(|e| e["data"]["object"]["id"] == paid["id"]),
         "{events:?}"
     );
-    let endpoint = &bodies[11];
+    let endpoint = &bodies[10];
     assert!(endpoint["secret"].as_str().unwrap().starts_with("whsec_"));
     let received = bodies[12]["data"].as_array().unwrap();
     assert!(!received.is_empty(), "the sink got nothing");

@@ -164,12 +164,14 @@ async fn a_payment_s_events_are_delivered_signed_to_the_sink_and_to_a_registered
     let gateway = stack.gateway();
     let http = http_client();
     let token = login(&http, &gateway, "alice").await;
+    // Endpoints are the merchant's: only an API key manages them.
+    let (key, _) = client::create_api_key(&http, &gateway, "alice").await;
 
     // A merchant's own endpoint, registered through the API.
     let (url, seen) = receiver().await;
     let created: Value = http
         .post(format!("{gateway}/webhook_endpoints"))
-        .bearer_auth(&token)
+        .bearer_auth(&key)
         .json(&json!({"url": url, "events": ["transaction.succeeded"], "description": "e2e"}))
         .send()
         .await
@@ -258,7 +260,7 @@ async fn a_payment_s_events_are_delivered_signed_to_the_sink_and_to_a_registered
         .get(format!(
             "{gateway}/webhook_endpoints/{endpoint_id}/attempts"
         ))
-        .bearer_auth(&token)
+        .bearer_auth(&key)
         .send()
         .await
         .unwrap()
@@ -291,13 +293,14 @@ async fn a_payment_s_events_are_delivered_signed_to_the_sink_and_to_a_registered
         .map(|e| e["data"]["object"]["id"].as_str().unwrap())
         .collect();
     assert!(!his_ids.contains(tx.as_str()));
-    for path in [
-        format!("/events/{event_id}"),
-        format!("/webhook_endpoints/{endpoint_id}"),
+    let (bob_key, _) = client::create_api_key(&http, &gateway, "bob").await;
+    for (path, credential) in [
+        (format!("/events/{event_id}"), &bob),
+        (format!("/webhook_endpoints/{endpoint_id}"), &bob_key),
     ] {
         let status = http
             .get(format!("{gateway}{path}"))
-            .bearer_auth(&bob)
+            .bearer_auth(credential)
             .send()
             .await
             .unwrap()
@@ -305,5 +308,8 @@ async fn a_payment_s_events_are_delivered_signed_to_the_sink_and_to_a_registered
         assert_eq!(status, 404, "{path}");
     }
 
-    client::assert_no_secrets_in_logs(&stack, &[&secret, &dev_sink_secret(), &token]);
+    client::assert_no_secrets_in_logs(
+        &stack,
+        &[&secret, &dev_sink_secret(), &token, &key, &bob_key],
+    );
 }

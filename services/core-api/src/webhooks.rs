@@ -12,8 +12,7 @@ use http::StatusCode;
 use platform::ApiError;
 use platform::auth::Caller;
 use platform::event::EventType;
-use platform::http::ErrorCode;
-use platform::http::{ErrorBody, Json, Query};
+use platform::http::{ErrorBody, ErrorCode, ErrorType, Json, Query};
 use platform::keyspace::{self, attempt_field};
 use platform::webhook::{self, Endpoint, EndpointId, Secret, Subscription};
 use serde::{Deserialize, Serialize};
@@ -192,6 +191,7 @@ pub fn parse_events(names: &[String]) -> Result<Subscription, ApiError> {
         (status = 201, description = "Created; `secret` is shown only here", body = WebhookEndpoint),
         (status = 400, description = "`malformed_body`, `url_not_allowed` (a non-loopback host where only loopback is allowed) or `too_many_endpoints`", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "`api_key_required`: endpoints receive every event of the merchant, so only an API key may manage them", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`missing_field`, `invalid_field` or `unknown_field`; `param` names it", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
@@ -202,6 +202,7 @@ pub async fn create_endpoint(
     caller: Caller,
     Json(request): Json<CreateEndpointRequest>,
 ) -> Result<(StatusCode, Json<WebhookEndpoint>), ApiError> {
+    merchant_credential(&caller)?;
     let url = parse_url(&request.url, state.webhook_public_urls)?;
     let events = parse_events(&request.events)?;
     let description = request.description.unwrap_or_default();
@@ -242,6 +243,22 @@ pub async fn create_endpoint(
     ))
 }
 
+/// An endpoint receives every subscribed event of its merchant, whichever
+/// customer it is about, so only a merchant-level credential (an API key)
+/// may see or manage endpoints: a user acts only for their linked
+/// customers, and must not be able to subscribe to the others' events.
+fn merchant_credential(caller: &Caller) -> Result<(), ApiError> {
+    if caller.user().is_none() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorType::InvalidRequest,
+        ErrorCode::ApiKeyRequired,
+        "webhook endpoints receive every event of the merchant: use an API key",
+    ))
+}
+
 /// The caller's merchant's endpoints, oldest first (secrets not shown).
 #[utoipa::path(
     get,
@@ -251,6 +268,7 @@ pub async fn create_endpoint(
     responses(
         (status = 200, description = "Every endpoint of the merchant", body = WebhookEndpointList),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "`api_key_required`: endpoints receive every event of the merchant, so only an API key may manage them", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
     )
 )]
@@ -258,6 +276,7 @@ pub async fn list_endpoints(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<WebhookEndpointList>, ApiError> {
+    merchant_credential(&caller)?;
     let endpoints = webhook::endpoints_of(&mut state.redis.conn(), &caller.merchant).await?;
     Ok(Json(WebhookEndpointList {
         data: endpoints
@@ -278,6 +297,7 @@ async fn caller_endpoint(
     caller: &Caller,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Endpoint, ApiError> {
+    merchant_credential(caller)?;
     let Ok(Path(id)) = id else {
         return Err(not_found());
     };
@@ -299,6 +319,7 @@ async fn caller_endpoint(
         (status = 200, description = "The endpoint", body = WebhookEndpoint),
         (status = 400, description = "`invalid_path` (the gateway): an encoded slash, backslash or NUL in the path", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "`api_key_required`: endpoints receive every event of the merchant, so only an API key may manage them", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
     )
@@ -329,6 +350,7 @@ pub struct DeletedEndpoint {
         (status = 200, description = "Deleted", body = DeletedEndpoint),
         (status = 400, description = "`invalid_path` (the gateway): an encoded slash, backslash or NUL in the path", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "`api_key_required`: endpoints receive every event of the merchant, so only an API key may manage them", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
     )
@@ -369,6 +391,7 @@ pub struct RotateQuery {
         (status = 200, description = "Rotated; the new `secret` is shown only here", body = WebhookEndpoint),
         (status = 400, description = "`invalid_parameter` or `unknown_parameter`; `invalid_path` (the gateway): an encoded slash, backslash or NUL in the path", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "`api_key_required`: endpoints receive every event of the merchant, so only an API key may manage them", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
     )
@@ -465,6 +488,7 @@ pub struct DeliveryAttemptList {
         (status = 200, description = "The latest attempts", body = DeliveryAttemptList),
         (status = 400, description = "`invalid_parameter` or `unknown_parameter`; `invalid_path` (the gateway): an encoded slash, backslash or NUL in the path", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "`api_key_required`: endpoints receive every event of the merchant, so only an API key may manage them", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown id or another merchant's", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: Redis is unreachable", body = ErrorBody),
     )

@@ -158,7 +158,7 @@ async fn events_page_newest_first_and_filter_by_type() {
 #[tokio::test]
 async fn endpoints_show_their_secret_once_and_belong_to_one_merchant() {
     let app = App::start().await;
-    let token = app.alice();
+    let (token, _) = app.api_key("acme");
     let created = post(
         &app,
         &token,
@@ -196,8 +196,8 @@ async fn endpoints_show_their_secret_once_and_belong_to_one_merchant() {
         .await;
     assert_eq!(attempts.json["data"], json!([]));
 
-    // Bob sees nothing of it, under any route.
-    let bob = app.bob();
+    // Bob's merchant sees nothing of it, under any route.
+    let (bob, _) = app.api_key("globex");
     assert_eq!(
         app.get(&bob, "/webhook_endpoints").await.json["data"],
         json!([])
@@ -239,7 +239,7 @@ async fn endpoints_show_their_secret_once_and_belong_to_one_merchant() {
 #[tokio::test]
 async fn endpoint_urls_and_events_are_validated() {
     let app = App::start().await;
-    let token = app.alice();
+    let (token, _) = app.api_key("acme");
     let long = format!("http://127.0.0.1/{}", "a".repeat(2100));
     for (body, status, code) in [
         (
@@ -336,4 +336,52 @@ async fn a_user_sees_only_the_events_of_their_customers() {
     let (key, _) = app.api_key("acme");
     let all = app.get(&key, "/events").await;
     assert_eq!(all.json["data"][0]["id"], event_id, "{}", all.text);
+}
+
+/// A user acts only for their linked customers, and an endpoint receives
+/// every event of the merchant: only an API key sees or manages endpoints.
+#[tokio::test]
+async fn user_tokens_may_not_see_or_manage_webhook_endpoints() {
+    let app = App::start().await;
+    let alice = app.alice();
+    let (key, _) = app.api_key("acme");
+    let body = json!({"url": "http://127.0.0.1:9/hooks", "events": ["*"]});
+    let refused = post(&app, &alice, "/webhook_endpoints", body.clone()).await;
+    assert_eq!(refused.error(), (403, "api_key_required", None));
+    let created = post(&app, &key, "/webhook_endpoints", body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap();
+    for path in [
+        "/webhook_endpoints".to_owned(),
+        format!("/webhook_endpoints/{id}"),
+        format!("/webhook_endpoints/{id}/attempts"),
+    ] {
+        assert_eq!(
+            app.get(&alice, &path).await.error(),
+            (403, "api_key_required", None),
+            "{path}"
+        );
+    }
+    let rotate = post(
+        &app,
+        &alice,
+        &format!("/webhook_endpoints/{id}/rotate_secret"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(rotate.error(), (403, "api_key_required", None));
+    let delete = app
+        .client
+        .delete(format!("{}/webhook_endpoints/{id}", app.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 403);
+    assert_eq!(
+        app.get(&key, &format!("/webhook_endpoints/{id}"))
+            .await
+            .status,
+        200
+    );
 }
