@@ -26,18 +26,12 @@ pub const ID_PREFIX: &str = "evt_";
 impl EventId {
     /// A new, time-ordered id.
     pub fn generate() -> Self {
-        Self(format!("{ID_PREFIX}{}", uuid::Uuid::now_v7().simple()))
+        Self(crate::id::generate(ID_PREFIX))
     }
 
     /// Accepts exactly what [`generate`](Self::generate) produces.
     pub fn parse(text: &str) -> Option<Self> {
-        let hex = text.strip_prefix(ID_PREFIX)?;
-        let valid = hex.len() == 32
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && uuid::Uuid::parse_str(hex).is_ok_and(|u| u.get_version_num() == 7);
-        valid.then(|| Self(text.to_owned()))
+        crate::id::is_generated(text, ID_PREFIX).then(|| Self(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

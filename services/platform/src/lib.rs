@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod id;
 pub mod keyspace;
 pub mod lifecycle;
 pub mod queue;

@@ -27,22 +27,13 @@ pub const ID_PREFIX: &str = "tx_";
 impl TransactionId {
     /// A new, time-ordered id.
     pub fn generate() -> Self {
-        Self(format!("{ID_PREFIX}{}", uuid::Uuid::now_v7().simple()))
+        Self(crate::id::generate(ID_PREFIX))
     }
 
     /// Accepts exactly what [`generate`](Self::generate) produces; anything
     /// else (other prefixes, path segments, upper case) is not an id.
     pub fn parse(text: &str) -> Result<Self, InvalidTransactionId> {
-        let hex = text.strip_prefix(ID_PREFIX).ok_or(InvalidTransactionId)?;
-        if hex.len() != 32
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(InvalidTransactionId);
-        }
-        let uuid = uuid::Uuid::parse_str(hex).map_err(|_| InvalidTransactionId)?;
-        if uuid.get_version_num() != 7 {
+        if !crate::id::is_generated(text, ID_PREFIX) {
             return Err(InvalidTransactionId);
         }
         Ok(Self(text.to_owned()))

@@ -26,21 +26,12 @@ pub const ENDPOINT_ID_PREFIX: &str = "we_";
 
 impl EndpointId {
     pub fn generate() -> Self {
-        Self(format!(
-            "{ENDPOINT_ID_PREFIX}{}",
-            uuid::Uuid::now_v7().simple()
-        ))
+        Self(crate::id::generate(ENDPOINT_ID_PREFIX))
     }
 
     /// Accepts exactly what [`generate`](Self::generate) produces.
     pub fn parse(text: &str) -> Option<Self> {
-        let hex = text.strip_prefix(ENDPOINT_ID_PREFIX)?;
-        let valid = hex.len() == 32
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && uuid::Uuid::parse_str(hex).is_ok_and(|u| u.get_version_num() == 7);
-        valid.then(|| Self(text.to_owned()))
+        crate::id::is_generated(text, ENDPOINT_ID_PREFIX).then(|| Self(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

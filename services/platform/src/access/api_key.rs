@@ -105,7 +105,7 @@ pub fn generate() -> NewApiKey {
 
 /// A new key id: `key_` and a UUIDv7, so ids sort by creation.
 pub fn new_id() -> String {
-    format!("{ID_PREFIX}{}", uuid::Uuid::now_v7().simple())
+    crate::id::generate(ID_PREFIX)
 }
 
 /// Whether `text` has the shape of a key id.
