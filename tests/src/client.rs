@@ -129,6 +129,20 @@ pub async fn create_accepted(
     created["id"].as_str().expect("id").to_owned()
 }
 
+/// `GET url` with `credential` (a token or an API key) as Bearer, read as
+/// JSON whatever the status: for tests that look at the body.
+pub async fn get_json(client: &reqwest::Client, url: &str, credential: &str) -> Value {
+    client
+        .get(url)
+        .bearer_auth(credential)
+        .send()
+        .await
+        .expect("GET request")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 /// The transaction, or None for a 404.
 pub async fn fetch(
     client: &reqwest::Client,

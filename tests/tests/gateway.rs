@@ -85,17 +85,12 @@ async fn merchant_pays_and_lists_through_the_gateway() {
     assert_eq!(declined["decline_code"], "card_declined");
 
     // List with filters, newest first.
-    let listed: Value = client
-        .get(format!(
-            "{gateway}/transactions?customer_id={customer}&limit=10"
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = client::get_json(
+        &client,
+        &format!("{gateway}/transactions?customer_id={customer}&limit=10"),
+        &token,
+    )
+    .await;
     let ids: Vec<&str> = listed["data"]
         .as_array()
         .unwrap()
@@ -103,17 +98,12 @@ async fn merchant_pays_and_lists_through_the_gateway() {
         .map(|t| t["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![declined_id.as_str(), id.as_str()]);
-    let succeeded: Value = client
-        .get(format!(
-            "{gateway}/transactions?customer_id={customer}&status=succeeded"
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let succeeded: Value = client::get_json(
+        &client,
+        &format!("{gateway}/transactions?customer_id={customer}&status=succeeded"),
+        &token,
+    )
+    .await;
     assert_eq!(succeeded["data"].as_array().unwrap().len(), 1);
     assert_eq!(succeeded["data"][0]["id"], id.as_str());
 

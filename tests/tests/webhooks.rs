@@ -192,15 +192,7 @@ async fn a_payment_s_events_are_delivered_signed_to_the_sink_and_to_a_registered
     client::wait_final(&http, &gateway, &token, &tx).await;
 
     // The events: processing, then succeeded, newest first.
-    let events: Value = http
-        .get(format!("{gateway}/events"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: Value = client::get_json(&http, &format!("{gateway}/events"), &token).await;
     let types: Vec<&str> = events["data"]
         .as_array()
         .unwrap()
@@ -256,17 +248,12 @@ async fn a_payment_s_events_are_delivered_signed_to_the_sink_and_to_a_registered
     assert_eq!(again[1]["body"], again[0]["body"]);
 
     // The attempt log.
-    let attempts: Value = http
-        .get(format!(
-            "{gateway}/webhook_endpoints/{endpoint_id}/attempts"
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let attempts: Value = client::get_json(
+        &http,
+        &format!("{gateway}/webhook_endpoints/{endpoint_id}/attempts"),
+        &key,
+    )
+    .await;
     let attempts = attempts["data"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);
     assert!(
@@ -277,15 +264,7 @@ async fn a_payment_s_events_are_delivered_signed_to_the_sink_and_to_a_registered
 
     // Bob sees none of it.
     let bob = login(&http, &gateway, "bob").await;
-    let his: Value = http
-        .get(format!("{gateway}/events"))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let his: Value = client::get_json(&http, &format!("{gateway}/events"), &bob).await;
     let his_ids: HashSet<&str> = his["data"]
         .as_array()
         .unwrap()
