@@ -68,12 +68,27 @@ pub async fn measure(work: &Path) -> anyhow::Result<Instructions> {
     log(format!(
         "psp-connector: {connector:.0} instructions per settled payment; Redis µs: {redis_settle:.1?}"
     ));
+    keep_profiles(&bin, work)?;
     Ok(Instructions {
         core_api,
         connector,
         redis_accept,
         redis_settle,
     })
+}
+
+/// Copies the large runs' callgrind files to `target/bench/callgrind/`,
+/// where they outlive the run's temp dir: `callgrind_annotate` on them is
+/// the profile by function (BENCHMARKS.md).
+fn keep_profiles(bin: &Path, work: &Path) -> anyhow::Result<()> {
+    let dir = bin.parent().context("target dir")?.join("bench/callgrind");
+    std::fs::create_dir_all(&dir)?;
+    for process in ["core-api", "psp-connector"] {
+        let kept = dir.join(format!("{process}.out"));
+        std::fs::copy(work.join(format!("callgrind.{process}.{LARGE}")), &kept)?;
+        log(format!("profile by function: callgrind_annotate {}", kept.display()));
+    }
+    Ok(())
 }
 
 /// The cost of one payment: the difference of the two runs over the
