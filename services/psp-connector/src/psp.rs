@@ -26,7 +26,8 @@ pub enum ChargeOutcome {
 #[derive(Clone)]
 pub struct PspClient {
     http: reqwest::Client,
-    charges: String,
+    /// Parsed once: a `String` here would be parsed again on every charge.
+    charges: reqwest::Url,
 }
 
 #[derive(Deserialize)]
@@ -51,10 +52,13 @@ impl PspClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(1)))
+            // A charge is never re-sent elsewhere on a redirect: a 3xx is
+            // an answer the PSP's API does not give, so it is `Rejected`.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             http,
-            charges: url.charges(),
+            charges: reqwest::Url::parse(&url.charges())?,
         })
     }
 
@@ -76,7 +80,7 @@ impl PspClient {
         });
         let response = match self
             .http
-            .post(&self.charges)
+            .post(self.charges.clone())
             .header("Idempotency-Key", &message.transaction_id)
             .header("X-Request-Id", &message.request_id)
             .json(&body)
