@@ -86,7 +86,10 @@ fn keep_profiles(bin: &Path, work: &Path) -> anyhow::Result<()> {
     for process in ["core-api", "psp-connector"] {
         let kept = dir.join(format!("{process}.out"));
         std::fs::copy(work.join(format!("callgrind.{process}.{LARGE}")), &kept)?;
-        log(format!("profile by function: callgrind_annotate {}", kept.display()));
+        log(format!(
+            "profile by function: callgrind_annotate {}",
+            kept.display()
+        ));
     }
     Ok(())
 }
