@@ -76,6 +76,7 @@ async fn seed(redis: &RedisServer, events: usize) -> anyhow::Result<()> {
         from: vec![Status::Pending],
         to: Status::Succeeded,
         add_attempts: 1,
+        log: None,
         fields: Vec::new(),
     };
     for _ in 0..events {

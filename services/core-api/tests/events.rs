@@ -45,6 +45,7 @@ async fn every_status_change_has_one_event_with_the_transaction_as_it_was() {
                 from: vec![Status::Pending],
                 to: Status::Failed,
                 add_attempts: 0,
+                log: None,
                 fields: Vec::new(),
             },
         )

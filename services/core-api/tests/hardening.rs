@@ -186,6 +186,7 @@ async fn seed_final(app: &App, customer: &str, count: usize, failed: &[usize]) -
         from: vec![Status::Pending],
         to,
         add_attempts: 1,
+        log: None,
         fields: Vec::new(),
     };
     let (succeeded, failed_with) = (settle(Status::Succeeded), settle(Status::Failed));

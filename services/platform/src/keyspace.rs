@@ -119,6 +119,12 @@ pub mod field {
     pub const ATTEMPTS: &str = "attempts";
     pub const DECLINE_CODE: &str = "decline_code";
     pub const FAILURE_REASON: &str = "failure_reason";
+    /// The name of the PSP that charged (status `succeeded` only).
+    pub const PSP: &str = "psp";
+    /// That PSP's id of the charge (`ch_…`), what refunds name.
+    pub const PSP_REFERENCE: &str = "psp_reference";
+    /// JSON array of [`crate::transaction::Attempt`], oldest first.
+    pub const ATTEMPT_LOG: &str = "attempt_log";
     pub const REQUEST_ID: &str = "request_id";
     pub const CREATED_AT: &str = "created_at";
     pub const UPDATED_AT: &str = "updated_at";
@@ -283,6 +289,33 @@ pub mod webhook_dead_field {
     pub const DEAD_AT: &str = "dead_at";
 }
 
+// ------------------------------------------------------------------- PSPs
+
+const PSP_PREFIX: &str = "psp:";
+const BREAKER_SUFFIX: &str = ":breaker";
+
+/// The PSPs the connectors were started with, name → base URL (a hash,
+/// written by every connector at start; what `GET /psps` lists).
+pub const PSP_DIRECTORY: &str = "psps";
+
+/// The circuit breaker of one PSP, shared by every connector:
+/// `psp:{name}:breaker` (a hash, fields [`breaker_field`]).
+pub fn breaker(psp: &crate::psp::PspName) -> String {
+    format!("{PSP_PREFIX}{psp}{BREAKER_SUFFIX}")
+}
+
+/// The fields of a [`breaker`] hash.
+pub mod breaker_field {
+    /// `closed`, `open` or `half_open`.
+    pub const STATE: &str = "state";
+    /// Failures in the current window.
+    pub const FAILURES: &str = "failures";
+    pub const WINDOW_STARTED_MS: &str = "window_started_ms";
+    pub const OPENED_AT_MS: &str = "opened_at_ms";
+    /// When the probe under way (state `half_open`) began.
+    pub const PROBE_STARTED_MS: &str = "probe_started_ms";
+}
+
 // ------------------------------------------------------------- idempotency
 
 const IDEMPOTENCY_PREFIX: &str = "idem:";
@@ -392,9 +425,18 @@ pub fn owner(key: &str) -> Option<&'static str> {
         (WEBHOOK_DEAD, "webhooks:dead"),
         (WEBHOOK_DEV_SINK, "webhooks:dev_sink"),
         (BENCH_XADD_REFERENCE, "bench:xadd-reference"),
+        (PSP_DIRECTORY, "psps"),
     ];
     if let Some((_, name)) = constants.iter().find(|(constant, _)| *constant == key) {
         return Some(name);
+    }
+    if let Some(name) = key
+        .strip_prefix(PSP_PREFIX)
+        .and_then(|rest| rest.strip_suffix(BREAKER_SUFFIX))
+    {
+        return crate::psp::PspName::parse(name)
+            .is_ok()
+            .then_some("psp:{name}:breaker");
     }
     if let Some(id) = key.strip_prefix(RECORD_PREFIX) {
         return TransactionId::parse(id).is_ok().then_some("tx:{id}");
@@ -475,6 +517,8 @@ mod tests {
             WEBHOOK_DEAD.to_owned(),
             WEBHOOK_DEV_SINK.to_owned(),
             BENCH_XADD_REFERENCE.to_owned(),
+            PSP_DIRECTORY.to_owned(),
+            breaker(&crate::psp::PspName::parse("psp-a").unwrap()),
         ];
         keys.extend(
             EventType::ALL

@@ -20,6 +20,7 @@ pub mod http;
 pub mod id;
 pub mod keyspace;
 pub mod lifecycle;
+pub mod psp;
 pub mod queue;
 pub mod redis;
 pub mod server;

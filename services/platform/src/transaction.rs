@@ -131,6 +131,38 @@ impl FromStr for Status {
     }
 }
 
+/// One call to a PSP, as the record's `attempt_log` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    /// The PSP's name, e.g. `psp-a`.
+    #[schema(example = "psp-a")]
+    pub psp: String,
+    pub outcome: AttemptOutcome,
+    /// From sending the request to knowing the outcome.
+    pub latency_ms: u64,
+    /// When the call started, RFC 3339 UTC.
+    pub at: String,
+    /// What went wrong, for the outcomes other than approved/declined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What one PSP call came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Approved,
+    Declined,
+    /// The PSP provably charged nothing (connection refused, 503, 429, or
+    /// its idempotency key was abandoned): the payment may move on.
+    Unavailable,
+    /// Timeout or unreadable answer whose charge the PSP could not be
+    /// asked about: the payment stays with this PSP and is retried there.
+    Unknown,
+    /// The PSP refused the request as malformed.
+    Rejected,
+}
+
 /// A requested status change, applied only if the current status is one of
 /// `from` (compare-and-set).
 #[derive(Debug, Clone)]
@@ -141,6 +173,8 @@ pub struct Transition {
     pub add_attempts: u32,
     /// Other fields to set with the change (`decline_code`, `failure_reason`).
     pub fields: Vec<(&'static str, String)>,
+    /// An attempt to append to the record's `attempt_log`, with the change.
+    pub log: Option<Attempt>,
 }
 
 /// What a [`Transition`] did.
@@ -173,7 +207,8 @@ pub enum TransitionOutcome {
 /// now; attempts to add; the final statuses, comma-separated; event id;
 /// event type; the event's id, merchant, type, created-at, transaction and
 /// object field names; n = the number of `from` statuses; the n statuses;
-/// then field/value pairs to set.
+/// the attempt log's field name and an attempt (JSON) to append, or ''; then
+/// field/value pairs to set.
 const TRANSITION_SCRIPT: &str = r#"
 local status_field, merchant_field = ARGV[1], ARGV[2]
 local record = redis.call('HMGET', KEYS[1], status_field, merchant_field)
@@ -194,7 +229,14 @@ if current ~= ARGV[7] then
 end
 redis.call('HSET', KEYS[1], status_field, ARGV[7], ARGV[3], ARGV[8])
 if ARGV[9] ~= '0' then redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[9]) end
-for i = 20 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[21 + n] ~= '' then
+  -- Appended as text: the log is a JSON array the script never re-encodes.
+  local log = redis.call('HGET', KEYS[1], ARGV[20 + n])
+  if log then log = string.sub(log, 1, -2) .. ',' .. ARGV[21 + n] .. ']'
+  else log = '[' .. ARGV[21 + n] .. ']' end
+  redis.call('HSET', KEYS[1], ARGV[20 + n], log)
+end
+for i = 22 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if current ~= ARGV[7] and ARGV[11] ~= '' then
   local all = redis.call('HGETALL', KEYS[1])
   local snapshot = {}
@@ -268,6 +310,10 @@ pub async fn transition<C: ConnectionLike + Send>(
     for status in &transition.from {
         invocation.arg(status.as_str());
     }
+    let log = transition.log.as_ref().map_or_else(String::new, |attempt| {
+        serde_json::to_string(attempt).expect("an attempt serialises")
+    });
+    invocation.arg(field::ATTEMPT_LOG).arg(log);
     for (field, value) in &transition.fields {
         invocation.arg(*field).arg(value);
     }

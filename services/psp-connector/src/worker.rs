@@ -217,6 +217,7 @@ impl Worker {
                     from: vec![Status::Pending, Status::Processing],
                     to: Status::Failed,
                     add_attempts: 0,
+                    log: None,
                     fields: vec![FailureReason::CardUnreadable.field()],
                 };
                 transaction::transition(conn, &job.id, &job.merchant, &fail).await?;
@@ -232,6 +233,7 @@ impl Worker {
             from: vec![Status::Pending, Status::Processing],
             to: Status::Processing,
             add_attempts: 1,
+            log: None,
             fields: Vec::new(),
         };
         match transaction::transition(conn, &job.id, &job.merchant, &start).await? {
@@ -262,6 +264,7 @@ async fn record(
         from: vec![Status::Processing],
         to,
         add_attempts: 0,
+        log: None,
         fields,
     };
     match transaction::transition(conn, &job.id, &job.merchant, &done).await? {

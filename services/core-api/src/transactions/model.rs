@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use platform::ApiError;
 use platform::keyspace::field;
-use platform::transaction::Status;
+use platform::transaction::{Attempt, Status};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -34,8 +34,20 @@ pub struct Transaction {
     /// Why charging failed (status `failed` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
-    /// Charge attempts made at the PSP so far.
+    /// Charge calls made at PSPs so far (a number, as it always was; the
+    /// calls themselves are in `attempt_log`).
     pub attempts: u32,
+    /// Every PSP call whose outcome is known, oldest first: which PSP, what
+    /// it answered, how long it took. A call cut short by a crash is counted
+    /// in `attempts` but has no entry.
+    pub attempt_log: Vec<Attempt>,
+    /// The PSP that charged (status `succeeded` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "psp-a")]
+    pub psp: Option<String>,
+    /// That PSP's id of the charge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psp_reference: Option<String>,
     pub metadata: BTreeMap<String, String>,
     /// RFC 3339, UTC.
     pub created_at: String,
@@ -108,6 +120,11 @@ impl Transaction {
             .transpose()
             .map_err(|_| corrupt(field::ATTEMPTS))?
             .unwrap_or(0);
+        let attempt_log = take(field::ATTEMPT_LOG)
+            .map(|log| serde_json::from_str(&log))
+            .transpose()
+            .map_err(|_| corrupt(field::ATTEMPT_LOG))?
+            .unwrap_or_default();
         let metadata = take(field::METADATA)
             .map(|m| serde_json::from_str(&m))
             .transpose()
@@ -129,6 +146,9 @@ impl Transaction {
             decline_code: take(field::DECLINE_CODE),
             failure_reason: take(field::FAILURE_REASON),
             attempts,
+            attempt_log,
+            psp: take(field::PSP),
+            psp_reference: take(field::PSP_REFERENCE),
             metadata,
             created_at: required(take(field::CREATED_AT), field::CREATED_AT)?,
             updated_at: required(take(field::UPDATED_AT), field::UPDATED_AT)?,
@@ -160,6 +180,9 @@ mod tests {
             decline_code: None,
             failure_reason: None,
             attempts: 0,
+            attempt_log: Vec::new(),
+            psp: None,
+            psp_reference: None,
             metadata: [("k".to_owned(), "v".to_owned())].into(),
             created_at: "2026-11-22T10:00:00.000Z".into(),
             updated_at: "2026-11-22T10:00:00.000Z".into(),

@@ -164,6 +164,7 @@ impl App {
             from: vec![Status::Pending, Status::Processing],
             to,
             add_attempts: 1,
+            log: None,
             fields: Vec::new(),
         };
         let outcome = platform::transaction::transition(&mut conn, &id, "acme", &transition)

@@ -165,6 +165,12 @@ error_codes! {
     TransactionFinal => "transaction_final",
     /// The message names a transaction that does not exist.
     UnknownTransaction => "unknown_transaction",
+    /// The PSP sandbox decided nothing under this `Idempotency-Key`.
+    ChargeNotFound => "charge_not_found",
+    /// The PSP sandbox's key was abandoned by a lookup: it never charges.
+    IdempotencyKeyAbandoned => "idempotency_key_abandoned",
+    /// A sandbox fault setting out of range.
+    InvalidFaults => "invalid_faults",
     /// The PSP sandbox's retryable failure (503).
     ProcessingError => "processing_error",
     /// A dependency of the service is not ready.

@@ -324,6 +324,7 @@ pub async fn succeeded(redis: &RedisServer, count: usize) -> Vec<TransactionId> 
                 from: vec![Status::Pending],
                 to: Status::Succeeded,
                 add_attempts: 1,
+                log: None,
                 fields: Vec::new(),
             },
         )
