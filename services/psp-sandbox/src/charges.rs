@@ -1,4 +1,5 @@
-//! `POST /charges` and `GET /charges/stats`: the PSP's charge API.
+//! `POST /charges`, `POST /charges/resolve` and `GET /charges/stats`: the
+//! PSP's charge API.
 //!
 //! A charge needs an `Idempotency-Key`; the first decision made under a key
 //! is the answer for every later request with it (same status, same body,
@@ -7,6 +8,15 @@
 //! decides nothing, so a retry with the same key can still succeed.
 //! Approved charges answer 200, declined ones 402; both carry the charge
 //! object with its `status` and, when declined, its `decline_code`.
+//!
+//! `POST /charges/resolve` asks what was decided under an `Idempotency-Key`
+//! — what a caller does after a timeout. It takes the key's lock, so it is
+//! ordered with any charge under the key: decided → 200 with the decision;
+//! nothing decided → 404 `charge_not_found`, and the key is abandoned, so
+//! a charge request still on its way under it is refused (409
+//! `idempotency_key_abandoned`). Either way the caller knows for certain
+//! whether it was charged. Lookups skip the injected latency and failures:
+//! they stand for a PSP's cheap read path.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -22,8 +32,9 @@ use platform::http::{ApiError, ErrorCode, Json};
 use serde::{Deserialize, Serialize};
 
 use crate::cards::{self, Decision};
-use crate::configuration::FailureRate;
+use crate::faults::Faults;
 use crate::ledger::{KeyState, Ledger, Stats, StoredAnswer};
+use platform::psp::PspName;
 
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -32,14 +43,16 @@ const MAX_KEY_LEN: usize = 255;
 /// Shared state of the charge routes.
 #[derive(Debug)]
 pub struct Charges {
+    /// Which PSP this sandbox plays.
+    pub name: PspName,
     pub ledger: Ledger,
-    pub latency: Duration,
-    pub failure_rate: FailureRate,
+    pub faults: Arc<Faults>,
 }
 
 pub fn routes(state: Arc<Charges>) -> Router {
     Router::new()
         .route("/charges", post(create_charge))
+        .route("/charges/resolve", post(resolve))
         .route("/charges/stats", get(stats))
         .with_state(state)
 }
@@ -166,7 +179,7 @@ async fn create_charge(
     // after it (the answer's way out): a caller that gives up or dies in
     // the second half has been charged without knowing it, which is exactly
     // what the idempotency key is for.
-    let (before, after) = split_latency(charges.latency);
+    let (before, after) = split_latency(charges.faults.latency());
     tokio::time::sleep(before).await;
     let answer = decide(&charges, &key, &request, fingerprint).await;
     tokio::time::sleep(after).await;
@@ -215,7 +228,13 @@ async fn decide_locked(
         return Ok(response);
     }
 
-    let injected = charges.failure_rate.get() > 0.0 && fastrand::f64() < charges.failure_rate.get();
+    if charges.ledger.is_abandoned(key) {
+        charges.ledger.record_refused_abandoned();
+        tracing::debug!(idempotency_key = %key, "refusing a charge under an abandoned key");
+        return Err(abandoned());
+    }
+    let rate = charges.faults.failure_rate();
+    let injected = rate > 0.0 && fastrand::f64() < rate;
     let decision = if injected {
         Decision::ProcessingError
     } else {
@@ -247,20 +266,84 @@ async fn decide_locked(
     Ok((status, axum::Json(body)).into_response())
 }
 
+fn abandoned() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        platform::http::ErrorType::Idempotency,
+        ErrorCode::IdempotencyKeyAbandoned,
+        "this Idempotency-Key was abandoned by a lookup that found no charge; \
+         nothing is ever charged under it",
+    )
+}
+
+/// `POST /charges/resolve`: the decision made under the request's
+/// `Idempotency-Key`, or a fence that makes sure none ever will be.
+async fn resolve(
+    State(charges): State<Arc<Charges>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    charges.ledger.record_resolve();
+    let slot = charges.ledger.slot(&key);
+    let state = slot.lock().await;
+    let found = state.answer(charges.ledger.ttl()).map(|answer| {
+        serde_json::json!({
+            "id": charge_id(answer),
+            "object": "charge",
+            "status": status_of(answer),
+            "decline_code": answer.decline_code,
+            "idempotency_key": key,
+            "created_at": rfc3339(answer.created_at),
+        })
+    });
+    if found.is_none() {
+        charges.ledger.abandon(&key);
+    }
+    drop(state);
+    drop(slot);
+    charges.ledger.release(&key);
+    match found {
+        Some(body) => {
+            tracing::debug!(idempotency_key = %key, "resolved: decided");
+            Ok(axum::Json(body).into_response())
+        }
+        None => {
+            tracing::debug!(idempotency_key = %key, "resolved: nothing decided; key abandoned");
+            Err(ApiError::not_found(
+                ErrorCode::ChargeNotFound,
+                "nothing was charged under this Idempotency-Key, and now nothing will be: \
+                 the key is abandoned",
+            ))
+        }
+    }
+}
+
+fn charge_id(answer: &StoredAnswer) -> String {
+    format!("ch_{}", answer.charge_id.simple())
+}
+
+fn status_of(answer: &StoredAnswer) -> &'static str {
+    if answer.status == StatusCode::OK {
+        "succeeded"
+    } else {
+        "declined"
+    }
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .expect("formattable time")
+}
+
 /// The charge object: the decision's own fields from `answer`, the rest
 /// from the request (a replayed request has the same fingerprint, so the
 /// same fields, and gets the same body).
 fn charge_body(request: &ChargeRequest, key: &str, answer: &StoredAnswer) -> serde_json::Value {
     let number = &request.card.number;
-    let status = if answer.status == StatusCode::OK {
-        "succeeded"
-    } else {
-        "declined"
-    };
     serde_json::json!({
-        "id": format!("ch_{}", answer.charge_id.simple()),
+        "id": charge_id(answer),
         "object": "charge",
-        "status": status,
+        "status": status_of(answer),
         "decline_code": answer.decline_code,
         "amount": request.amount,
         "currency": request.currency,
@@ -273,10 +356,7 @@ fn charge_body(request: &ChargeRequest, key: &str, answer: &StoredAnswer) -> ser
         "reference": request.reference,
         "metadata": request.metadata,
         "idempotency_key": key,
-        "created_at": answer
-            .created_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("formattable time"),
+        "created_at": rfc3339(answer.created_at),
     })
 }
 
@@ -297,6 +377,17 @@ fn split_latency(latency: Duration) -> (Duration, Duration) {
     (total / 2, total - total / 2)
 }
 
-async fn stats(State(charges): State<Arc<Charges>>) -> axum::Json<Stats> {
-    axum::Json(charges.ledger.stats())
+/// `GET /charges/stats`: the ledger's counts under the sandbox's name.
+#[derive(Serialize)]
+struct NamedStats {
+    psp: PspName,
+    #[serde(flatten)]
+    stats: Stats,
+}
+
+async fn stats(State(charges): State<Arc<Charges>>) -> axum::Json<NamedStats> {
+    axum::Json(NamedStats {
+        psp: charges.name.clone(),
+        stats: charges.ledger.stats(),
+    })
 }

@@ -1,16 +1,23 @@
 //! psp-sandbox's settings (docs/architecture.md "Lifecycle"; test cards listed in the README).
 
-use platform::config::{FromEnv, ListenAddr, Secs};
+use platform::config::{ConfigError, FromEnv, ListenAddr, RuntimeConfig, Secs};
+use platform::psp::PspName;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     #[serde(default = "default_addr")]
     pub psp_sandbox_addr: ListenAddr,
-    /// Added to every charge request, with ±10 % jitter.
+    /// Which PSP this sandbox plays (`psp-a`, `psp-b`): in its stats and
+    /// logs, so two sandboxes side by side can be told apart.
+    #[serde(default = "default_name")]
+    pub psp_sandbox_name: PspName,
+    /// Added to every charge request, with ±10 % jitter (start value;
+    /// `PUT /faults` changes it).
     #[serde(default, deserialize_with = "platform::config::parsed")]
     pub psp_latency_ms: u64,
-    /// Fraction of charge requests answered 503 without charging.
+    /// Fraction of charge requests answered 503 without charging (start
+    /// value; `PUT /faults` changes it).
     #[serde(default)]
     pub psp_failure_rate: FailureRate,
     /// How long an answer is replayed for its `Idempotency-Key` (24 h).
@@ -32,6 +39,10 @@ fn default_max_keys() -> usize {
     crate::ledger::DEFAULT_MAX_ANSWERS
 }
 
+fn default_name() -> PspName {
+    PspName::parse("psp-a").expect("a valid name")
+}
+
 fn default_addr() -> ListenAddr {
     ([127, 0, 0, 1], 7401).into()
 }
@@ -39,11 +50,26 @@ fn default_addr() -> ListenAddr {
 impl FromEnv for Config {
     const VARS: &'static [&'static str] = &[
         "PSP_SANDBOX_ADDR",
+        "PSP_SANDBOX_NAME",
         "PSP_LATENCY_MS",
         "PSP_FAILURE_RATE",
         "PSP_IDEMPOTENCY_TTL_SECS",
         "PSP_LEDGER_MAX_KEYS",
     ];
+
+    fn check(&self, _runtime: &RuntimeConfig) -> Result<(), ConfigError> {
+        if self.psp_latency_ms > crate::faults::MAX_LATENCY_MS {
+            return Err(ConfigError {
+                variable: "PSP_LATENCY_MS".into(),
+                problem: format!(
+                    "must be at most {}, got {}",
+                    crate::faults::MAX_LATENCY_MS,
+                    self.psp_latency_ms
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -51,6 +77,7 @@ impl Config {
     pub fn on(addr: ListenAddr) -> Self {
         Self {
             psp_sandbox_addr: addr,
+            psp_sandbox_name: default_name(),
             psp_latency_ms: 0,
             psp_failure_rate: FailureRate::default(),
             psp_idempotency_ttl_secs: default_ttl(),

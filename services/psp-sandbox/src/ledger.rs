@@ -19,6 +19,12 @@
 //! look like one key charged twice — a false alarm, never a hidden double
 //! charge.
 //!
+//! A key can also be *abandoned*: a caller that lost a charge's answer
+//! (timeout) asks `POST /charges/resolve` under the key, and if nothing was
+//! decided the key is fenced — every later charge under it is refused — so
+//! "not found" is a proof that the key never charges and the caller may
+//! charge elsewhere. Fences are bounded and expire like answers.
+//!
 //! A stored answer holds only what the decision added (charge id, status,
 //! decline code, time); the rest of the replayed body comes from the
 //! request, which has the same fingerprint and so the same fields.
@@ -82,6 +88,12 @@ pub struct Stats {
     pub stored_answers: u64,
     /// Answers dropped for age or to stay within the bound.
     pub evicted_answers: u64,
+    /// `POST /charges/resolve` requests.
+    pub resolves: u64,
+    /// Keys fenced by a resolve that found nothing, held right now.
+    pub abandoned_keys: u64,
+    /// Charge requests refused because their key was abandoned.
+    pub refused_abandoned: u64,
 }
 
 type Slot = Arc<tokio::sync::Mutex<KeyState>>;
@@ -96,6 +108,9 @@ struct Inner {
     charges: HashMap<u64, u32>,
     max_charges_per_key: u32,
     stored_answers: u64,
+    /// Abandoned keys and when they were fenced, and that order for expiry.
+    fences: HashMap<Arc<str>, Instant>,
+    fence_order: VecDeque<(Instant, Arc<str>)>,
 }
 
 #[derive(Debug)]
@@ -109,6 +124,8 @@ pub struct Ledger {
     replays: AtomicU64,
     unavailable: AtomicU64,
     evicted: AtomicU64,
+    resolves: AtomicU64,
+    refused_abandoned: AtomicU64,
 }
 
 /// Defaults of `PSP_IDEMPOTENCY_TTL_SECS` and `PSP_LEDGER_MAX_KEYS`.
@@ -133,6 +150,8 @@ impl Ledger {
             replays: AtomicU64::new(0),
             unavailable: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            resolves: AtomicU64::new(0),
+            refused_abandoned: AtomicU64::new(0),
         }
     }
 
@@ -152,6 +171,11 @@ impl Ledger {
     /// whole decision, then drop it and call [`Ledger::release`].
     pub fn entry(&self, key: &str) -> Slot {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.slot(key)
+    }
+
+    /// [`Ledger::entry`] without counting a charge request (for lookups).
+    pub fn slot(&self, key: &str) -> Slot {
         let mut inner = self.lock();
         if let Some(slot) = inner.keys.get(key) {
             return slot.clone();
@@ -233,6 +257,44 @@ impl Ledger {
         }
     }
 
+    /// Whether `key` was abandoned (within the TTL). Ask while holding the
+    /// key's lock: fences are set under it too.
+    pub fn is_abandoned(&self, key: &str) -> bool {
+        let inner = self.lock();
+        inner
+            .fences
+            .get(key)
+            .is_some_and(|fenced| fenced.elapsed() < self.ttl)
+    }
+
+    /// Fences `key`, on which nothing was decided (the caller holds its
+    /// lock and has checked), so no charge is ever made under it.
+    pub fn abandon(&self, key: &str) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let name: Arc<str> = Arc::from(key);
+        if inner.fences.insert(name.clone(), now).is_none() {
+            inner.fence_order.push_back((now, name));
+        }
+        // Expired fences leave, and the oldest beyond the bound.
+        while let Some((fenced, key)) = inner.fence_order.front().cloned() {
+            let over = inner.fences.len() > self.max_answers;
+            if !over && now.duration_since(fenced) < self.ttl {
+                break;
+            }
+            inner.fence_order.pop_front();
+            inner.fences.remove(&key);
+        }
+    }
+
+    pub fn record_resolve(&self) {
+        self.resolves.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_refused_abandoned(&self) {
+        self.refused_abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn record_replay(&self) {
         self.replays.fetch_add(1, Ordering::Relaxed);
     }
@@ -252,6 +314,9 @@ impl Ledger {
             unavailable: self.unavailable.load(Ordering::Relaxed),
             stored_answers: inner.stored_answers,
             evicted_answers: self.evicted.load(Ordering::Relaxed),
+            resolves: self.resolves.load(Ordering::Relaxed),
+            abandoned_keys: inner.fences.len() as u64,
+            refused_abandoned: self.refused_abandoned.load(Ordering::Relaxed),
         }
     }
 }
@@ -300,6 +365,17 @@ mod tests {
         // A recent key still has its answer.
         let slot = ledger.entry("key-999");
         assert!(slot.try_lock().unwrap().answer(DEFAULT_TTL).is_some());
+    }
+
+    #[test]
+    fn fences_are_bounded() {
+        let ledger = Ledger::new(DEFAULT_TTL, 10);
+        for i in 0..100 {
+            ledger.abandon(&format!("k{i}"));
+        }
+        assert_eq!(ledger.stats().abandoned_keys, 10);
+        assert!(ledger.is_abandoned("k99"));
+        assert!(!ledger.is_abandoned("k0"));
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! PSP Sandbox: a local stand-in for the Payment Service Provider (docs/architecture.md "Processes").
 //!
-//! Idempotent charges with the documented test cards, injectable latency
-//! (`PSP_LATENCY_MS`) and faults (`PSP_FAILURE_RATE`), and stats that let
-//! tests prove no idempotency key was ever charged twice. State lives in
-//! memory and resets on restart.
+//! Idempotent charges with the documented test cards, a lookup of a charge
+//! by its idempotency key that fences an undecided key (so a caller that
+//! timed out can prove nothing was charged), injectable latency and faults
+//! (`PSP_LATENCY_MS`, `PSP_FAILURE_RATE`, changeable at `PUT /faults`), and
+//! stats that let tests prove no idempotency key was ever charged twice.
+//! Several run side by side under names of their own (`PSP_SANDBOX_NAME`).
+//! State lives in memory and resets on restart.
 
 pub mod cards;
 mod charges;
 mod configuration;
+pub mod faults;
 pub mod ledger;
 
 pub use configuration::{Config, FailureRate};
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use platform::Shutdown;
 use platform::config::RuntimeConfig;
@@ -27,15 +30,20 @@ pub async fn build(
     runtime: RuntimeConfig,
     shutdown: Shutdown,
 ) -> anyhow::Result<Started> {
+    let faults = Arc::new(faults::Faults::new(
+        config.psp_latency_ms,
+        config.psp_failure_rate,
+    ));
     let state = Arc::new(charges::Charges {
+        name: config.psp_sandbox_name.clone(),
         ledger: ledger::Ledger::new(
             config.psp_idempotency_ttl_secs.0,
             config.psp_ledger_max_keys,
         ),
-        latency: Duration::from_millis(config.psp_latency_ms),
-        failure_rate: config.psp_failure_rate,
+        faults: faults.clone(),
     });
     tracing::info!(
+        psp = %config.psp_sandbox_name,
         latency_ms = config.psp_latency_ms,
         failure_rate = config.psp_failure_rate.get(),
         idempotency_ttl_secs = config.psp_idempotency_ttl_secs.0.as_secs(),
@@ -45,7 +53,7 @@ pub async fn build(
     let server = Server::bind(
         "psp-sandbox",
         config.psp_sandbox_addr,
-        charges::routes(state),
+        charges::routes(state).merge(faults::routes(faults)),
         Readiness::always(),
         runtime.shutdown_timeout_secs.0,
     )

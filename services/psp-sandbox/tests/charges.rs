@@ -370,3 +370,148 @@ async fn two_idempotency_keys_are_refused() {
     assert_eq!(body["error"]["code"], "idempotency_key_invalid");
     assert_eq!(stats(&sandbox).await["total_charges"], 0);
 }
+
+async fn resolve(sandbox: &Sandbox, key: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/charges/resolve", sandbox.url))
+        .header("Idempotency-Key", key)
+        .send()
+        .await
+        .expect("resolve request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn resolve_answers_the_decision_or_abandons_the_key() {
+    let sandbox = boot(|_| {}).await;
+    let body = charge_body("4242424242424242");
+    let (_, charged, _) = charge(&sandbox, Some("tx_r:psp-a"), &body).await;
+    let (status, found) = resolve(&sandbox, "tx_r:psp-a").await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["id"], charged["id"]);
+    assert_eq!(found["status"], "succeeded");
+    assert_eq!(found["idempotency_key"], "tx_r:psp-a");
+
+    let (_, declined, _) = charge(&sandbox, Some("tx_d"), &charge_body("4000000000000002")).await;
+    let (status, found) = resolve(&sandbox, "tx_d").await;
+    assert_eq!((status, &found["status"]), (200, &json!("declined")));
+    assert_eq!(found["decline_code"], declined["decline_code"]);
+
+    // Nothing decided: 404, and the key never charges from now on.
+    let (status, missing) = resolve(&sandbox, "tx_never").await;
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(missing["error"]["code"], "charge_not_found");
+    let (status, refused, _) = charge(&sandbox, Some("tx_never"), &body).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "idempotency_key_abandoned");
+    assert_eq!(resolve(&sandbox, "tx_never").await.0, 404, "still nothing");
+
+    let stats = stats(&sandbox).await;
+    assert_eq!(stats["total_charges"], 2, "{stats}");
+    assert_eq!(stats["abandoned_keys"], 1);
+    assert_eq!(stats["refused_abandoned"], 1);
+    assert_eq!(stats["resolves"], 4);
+    assert_eq!(stats["psp"], "psp-a");
+}
+
+/// The race the fence exists for: a charge still on its way in (the first
+/// half of its latency) when its caller, having timed out, resolves.
+#[tokio::test]
+async fn a_resolve_during_a_slow_charge_fences_it_or_finds_it() {
+    let sandbox = boot(|config| config.psp_latency_ms = 400).await;
+    let url = sandbox.url.clone();
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/charges"))
+            .header("Idempotency-Key", "tx_race")
+            .json(&charge_body("4242424242424242"))
+            .send()
+            .await
+            .expect("charge answered")
+            .status()
+            .as_u16()
+    });
+    // Before the decision (about 200 ms in): fenced.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(resolve(&sandbox, "tx_race").await.0, 404);
+    assert_eq!(in_flight.await.unwrap(), 409);
+    assert_eq!(stats(&sandbox).await["total_charges"], 0);
+
+    // After the decision, before the answer is out: found.
+    let url = sandbox.url.clone();
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/charges"))
+            .header("Idempotency-Key", "tx_race_2")
+            .json(&charge_body("4242424242424242"))
+            .send()
+            .await
+            .expect("charge answered")
+            .status()
+            .as_u16()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, found) = resolve(&sandbox, "tx_race_2").await;
+    assert_eq!((status, &found["status"]), (200, &json!("succeeded")));
+    assert_eq!(in_flight.await.unwrap(), 200);
+    assert_eq!(stats(&sandbox).await["total_charges"], 1);
+}
+
+#[tokio::test]
+async fn faults_change_while_running_and_bad_settings_are_refused() {
+    let sandbox =
+        boot(|config| config.psp_sandbox_name = platform::psp::PspName::parse("psp-b").unwrap())
+            .await;
+    let client = reqwest::Client::new();
+    let faults = format!("{}/faults", sandbox.url);
+    let current: Value = client
+        .get(&faults)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current, json!({"latency_ms": 0, "failure_rate": 0.0}));
+
+    let put = |body: Value| client.put(&faults).json(&body).send();
+    let changed = put(json!({"failure_rate": 1.0})).await.unwrap();
+    assert_eq!(changed.status(), 200);
+    let (status, _, _) = charge(&sandbox, Some("k1"), &charge_body("4242424242424242")).await;
+    assert_eq!(status, 503, "a failure rate of 1 fails every charge");
+
+    for (body, param) in [
+        (json!({"failure_rate": 1.5}), "failure_rate"),
+        (
+            json!({"latency_ms": 600_001, "failure_rate": 0.0}),
+            "latency_ms",
+        ),
+    ] {
+        let refused = put(body.clone()).await.unwrap();
+        assert_eq!(refused.status(), 422, "{body}");
+        let refused: Value = refused.json().await.unwrap();
+        assert_eq!(refused["error"]["code"], "invalid_faults");
+        assert_eq!(refused["error"]["param"], param);
+    }
+    let unknown = put(json!({"failure": 0})).await.unwrap();
+    assert_eq!(unknown.status().as_u16() / 100, 4);
+    let current: Value = client
+        .get(&faults)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        current,
+        json!({"latency_ms": 0, "failure_rate": 1.0}),
+        "a refused change changes nothing"
+    );
+
+    put(json!({"failure_rate": 0})).await.unwrap();
+    let (status, _, _) = charge(&sandbox, Some("k1"), &charge_body("4242424242424242")).await;
+    assert_eq!(status, 200);
+    assert_eq!(stats(&sandbox).await["psp"], "psp-b");
+}
