@@ -6,6 +6,41 @@
 
 use std::ops::{Range, RangeInclusive};
 
+/// The card network, from the number's leading digits (IIN ranges): core-api
+/// derives it, the record keeps it, and the connector routes by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CardBrand {
+    Visa,
+    Mastercard,
+    Amex,
+    Discover,
+    Other,
+}
+
+impl CardBrand {
+    pub const ALL: [CardBrand; 5] = [
+        CardBrand::Visa,
+        CardBrand::Mastercard,
+        CardBrand::Amex,
+        CardBrand::Discover,
+        CardBrand::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardBrand::Visa => "visa",
+            CardBrand::Mastercard => "mastercard",
+            CardBrand::Amex => "amex",
+            CardBrand::Discover => "discover",
+            CardBrand::Other => "other",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|brand| brand.as_str() == text)
+    }
+}
+
 /// How many digits a primary account number has (ISO/IEC 7812).
 pub const PAN_LENGTHS: RangeInclusive<usize> = 13..=19;
 

@@ -310,6 +310,8 @@ pub mod breaker_field {
     pub const STATE: &str = "state";
     /// Failures in the current window.
     pub const FAILURES: &str = "failures";
+    /// Calls (failed or not) in the current window.
+    pub const CALLS: &str = "calls";
     pub const WINDOW_STARTED_MS: &str = "window_started_ms";
     pub const OPENED_AT_MS: &str = "opened_at_ms";
     /// When the probe under way (state `half_open`) began.

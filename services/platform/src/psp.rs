@@ -91,10 +91,15 @@ pub struct Breaker {
     pub state: BreakerState,
     /// Failures counted in the current window.
     pub failures: u64,
+    /// Calls counted in the current window (successes are reported with a
+    /// delay of a quarter second or so).
+    pub calls: u64,
     /// When the current window began (Unix ms).
     pub window_started_ms: u64,
     /// When the breaker last opened (Unix ms), if ever.
     pub opened_at_ms: Option<u64>,
+    /// When the probe under way began (Unix ms), if one ever was.
+    pub probe_started_ms: Option<u64>,
 }
 
 impl Breaker {
@@ -106,8 +111,10 @@ impl Breaker {
                 .and_then(|state| BreakerState::parse(state))
                 .unwrap_or(BreakerState::Closed),
             failures: number(breaker_field::FAILURES).unwrap_or(0),
+            calls: number(breaker_field::CALLS).unwrap_or(0),
             window_started_ms: number(breaker_field::WINDOW_STARTED_MS).unwrap_or(0),
             opened_at_ms: number(breaker_field::OPENED_AT_MS),
+            probe_started_ms: number(breaker_field::PROBE_STARTED_MS),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! dead consumer left pending after this long), `CONNECTOR_CONSUMER_NAME`
 //! (default `<hostname>-<pid>`), the retry budget `PSP_RETRY_BUDGET_SECS`,
 //! and the retry backoff `CONNECTOR_RETRY_BASE_MS` /
-//! `CONNECTOR_RETRY_MAX_MS` / `CONNECTOR_RETRY_POLL_MS`.
+//! `CONNECTOR_RETRY_MAX_MS` / `CONNECTOR_RETRY_POLL_MS`; for orchestration,
+//! the PSPs by name (`PSP_URLS`), the routing rules (`ROUTING_FILE`) and the
+//! circuit breaker (`BREAKER_*`).
 //!
 //! Retries are bounded by time, not by a count: a PSP outage lasts seconds
 //! or minutes, whatever the attempt number. `PSP_MAX_ATTEMPTS` is now an
@@ -14,7 +16,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use platform::ConfigError;
 use platform::config::{FromEnv, ListenAddr, Millis, Secs};
+use platform::psp::PspName;
 use platform::redis::RedisUrl;
 use serde::{Deserialize, Deserializer};
 
@@ -25,8 +29,34 @@ pub struct Config {
     pub psp_connector_addr: ListenAddr,
     #[serde(default)]
     pub redis_url: RedisUrl,
+    /// One PSP, named `psp-a`: the shorthand for `PSP_URLS=psp-a=<url>`.
     #[serde(default)]
-    pub psp_url: PspUrl,
+    pub psp_url: Option<PspUrl>,
+    /// The PSPs by name; routes and the breaker speak of these names.
+    #[serde(default)]
+    pub psp_urls: Option<PspUrls>,
+    /// A TOML file of routing rules ([`crate::routing`]); without one every
+    /// payment tries the PSPs in `PSP_URLS` order.
+    #[serde(default)]
+    pub routing_file: Option<std::path::PathBuf>,
+    /// Failures (unavailable or unknown outcomes) within
+    /// `BREAKER_WINDOW_MS` that open a PSP's circuit breaker.
+    #[serde(
+        default = "default_breaker_threshold",
+        deserialize_with = "at_least_one"
+    )]
+    pub breaker_failure_threshold: u32,
+    #[serde(
+        default = "default_breaker_window",
+        deserialize_with = "positive_millis"
+    )]
+    pub breaker_window_ms: Millis,
+    /// How long an open breaker skips its PSP before one probe is let through.
+    #[serde(
+        default = "default_breaker_cooldown",
+        deserialize_with = "positive_millis"
+    )]
+    pub breaker_cooldown_ms: Millis,
     /// Whole-request timeout of one charge call.
     #[serde(default = "default_timeout")]
     pub psp_timeout_ms: Millis,
@@ -86,6 +116,15 @@ fn default_retry_base() -> Millis {
 fn default_retry_max() -> Millis {
     Millis(Duration::from_millis(5_000))
 }
+fn default_breaker_threshold() -> u32 {
+    5
+}
+fn default_breaker_window() -> Millis {
+    Millis(Duration::from_millis(10_000))
+}
+fn default_breaker_cooldown() -> Millis {
+    Millis(Duration::from_millis(5_000))
+}
 fn default_retry_poll() -> Millis {
     Millis(Duration::from_millis(100))
 }
@@ -130,6 +169,11 @@ impl FromEnv for Config {
         "PSP_CONNECTOR_ADDR",
         "REDIS_URL",
         "PSP_URL",
+        "PSP_URLS",
+        "ROUTING_FILE",
+        "BREAKER_FAILURE_THRESHOLD",
+        "BREAKER_WINDOW_MS",
+        "BREAKER_COOLDOWN_MS",
         "PSP_TIMEOUT_MS",
         "PSP_RETRY_BUDGET_SECS",
         "PSP_MAX_ATTEMPTS",
@@ -142,16 +186,62 @@ impl FromEnv for Config {
         "CARD_ENCRYPTION_KEY",
     ];
 
-    /// The development card key only in development.
+    /// The development card key only in development; one way of naming
+    /// the PSPs; a routing file that reads and names only known PSPs.
     fn check(
         &self,
         runtime: &platform::config::RuntimeConfig,
     ) -> Result<(), platform::ConfigError> {
-        platform::crypto::refuse_development_key(&runtime.platform_env, &self.card_encryption_key)
+        platform::crypto::refuse_development_key(&runtime.platform_env, &self.card_encryption_key)?;
+        self.psps()?;
+        self.routing()?;
+        Ok(())
+    }
+}
+
+fn config_error(variable: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_owned(),
+        problem: problem.into(),
     }
 }
 
 impl Config {
+    /// The PSPs: `PSP_URLS`, or `PSP_URL` as `psp-a`, or the default
+    /// sandbox as `psp-a`.
+    pub fn psps(&self) -> Result<PspUrls, ConfigError> {
+        match (&self.psp_urls, &self.psp_url) {
+            (Some(_), Some(_)) => Err(config_error(
+                "PSP_URLS",
+                "set PSP_URLS or PSP_URL (one PSP named psp-a), not both",
+            )),
+            (Some(urls), None) => Ok(urls.clone()),
+            (None, url) => Ok(PspUrls(vec![(
+                PspName::parse(crate::routing::SINGLE_PSP).expect("a valid name"),
+                url.clone().unwrap_or_default(),
+            )])),
+        }
+    }
+
+    /// The routing rules from `ROUTING_FILE`, checked against the PSPs.
+    pub fn routing(&self) -> Result<crate::routing::Routing, ConfigError> {
+        let psps = self.psps()?;
+        let names: Vec<PspName> = psps.0.iter().map(|(name, _)| name.clone()).collect();
+        match &self.routing_file {
+            None => Ok(crate::routing::Routing::in_order(names)),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    config_error(
+                        "ROUTING_FILE",
+                        format!("cannot read {}: {error}", path.display()),
+                    )
+                })?;
+                crate::routing::Routing::parse(&text, &names)
+                    .map_err(|problem| config_error("ROUTING_FILE", problem))
+            }
+        }
+    }
+
     /// The consumer name: configured, or `<hostname>-<pid>` so that every
     /// process (and every restart) is a distinct consumer.
     pub fn consumer_name(&self) -> String {
@@ -187,6 +277,52 @@ impl PspUrl {
     pub fn charges(&self) -> String {
         format!("{}/charges", self.0)
     }
+
+    /// The lookup of a charge by idempotency key.
+    pub fn resolve(&self) -> String {
+        format!("{}/charges/resolve", self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `PSP_URLS`: the PSPs by name, `psp-a=http://…,psp-b=http://…`, in the
+/// order a route without rules tries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PspUrls(pub Vec<(PspName, PspUrl)>);
+
+impl PspUrls {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut psps: Vec<(PspName, PspUrl)> = Vec::new();
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            let (name, url) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?} is not name=url"))?;
+            let name = PspName::parse(name.trim())?;
+            let url = PspUrl::parse(url.trim()).map_err(|e| format!("{name}: {e}"))?;
+            if psps.iter().any(|(known, _)| *known == name) {
+                return Err(format!("{name} is named twice"));
+            }
+            psps.push((name, url));
+        }
+        if psps.is_empty() {
+            return Err("names no PSP".to_owned());
+        }
+        Ok(Self(psps))
+    }
+}
+
+impl<'de> Deserialize<'de> for PspUrls {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        PspUrls::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for PspUrl {
@@ -214,5 +350,22 @@ mod tests {
         );
         assert!(PspUrl::parse("ftp://x").is_err());
         assert!(PspUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn psp_urls_are_checked() {
+        let urls =
+            PspUrls::parse("psp-a=http://127.0.0.1:7401, psp-b=http://127.0.0.1:7402").unwrap();
+        assert_eq!(urls.0.len(), 2);
+        assert_eq!(urls.0[1].0.as_str(), "psp-b");
+        for bad in [
+            "",
+            "psp-a",
+            "psp-a=ftp://x",
+            "PSP=http://x",
+            "a=http://x,a=http://y",
+        ] {
+            assert!(PspUrls::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,18 +1,23 @@
-//! PSP Connector: charges queued transactions at the PSP (docs/architecture.md "Queue semantics").
+//! PSP Connector: charges queued transactions at the PSPs their route
+//! names (docs/architecture.md "Queue semantics", "Orchestration").
 //!
 //! Delivery from the stream is at-least-once; the effect is exactly-once
-//! because every charge carries `Idempotency-Key = transaction id` and
-//! statuses only move by compare-and-set ([`platform::transaction`]). The
-//! HTTP listener serves `/healthz` and `/readyz` only; ready means Redis
-//! answers and the consumer loop is turning.
+//! because every charge carries an idempotency key per transaction and PSP,
+//! a payment leaves a PSP only on proof that it charged nothing
+//! ([`worker`]), and statuses only move by compare-and-set
+//! ([`platform::transaction`]). The HTTP listener serves `/healthz` and
+//! `/readyz` only; ready means Redis answers and the consumer loop is
+//! turning.
 
+pub mod breaker;
 mod configuration;
 mod consumer;
 pub mod psp;
+pub mod routing;
 pub mod stream;
 pub mod worker;
 
-pub use configuration::{Config, PspUrl};
+pub use configuration::{Config, PspUrl, PspUrls};
 
 use std::sync::Arc;
 
@@ -48,9 +53,40 @@ pub async fn build(
     .with_limits(runtime.http_limits());
     let addr = server.local_addr();
 
+    let urls = config.psps()?;
+    let routing = config.routing()?;
+    let psps = Arc::new(routing::Psps::new(
+        urls.0
+            .iter()
+            .map(|(name, url)| {
+                Ok((
+                    name.clone(),
+                    psp::PspClient::new(url, config.psp_timeout_ms.0)?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    ));
+    let breakers = Arc::new(breaker::Breakers::new(
+        redis.clone(),
+        breaker::BreakerPolicy {
+            threshold: config.breaker_failure_threshold,
+            window: config.breaker_window_ms.0,
+            cooldown: config.breaker_cooldown_ms.0,
+            // A charge and its lookup, each within the timeout.
+            probe_timeout: config.psp_timeout_ms.0 * 2,
+        },
+        psps.names(),
+    ));
+    let directory = urls
+        .0
+        .iter()
+        .map(|(name, url)| (name.clone(), url.as_str().to_owned()))
+        .collect();
     let worker = Arc::new(worker::Worker {
         redis: redis.clone(),
-        psp: psp::PspClient::new(&config.psp_url, config.psp_timeout_ms.0)?,
+        psps,
+        routing,
+        breakers: breakers.clone(),
         card_key: config.card_encryption_key.clone(),
         retry: worker::RetryPolicy {
             budget: config.psp_retry_budget_secs.0,
@@ -79,7 +115,8 @@ pub async fn build(
             stop.trigger();
             result
         });
-        let (served, ()) = tokio::join!(serve, consumer.run(shutdown));
+        let refresher = breakers.run_refresher(directory, shutdown.clone());
+        let (served, (), ()) = tokio::join!(serve, consumer.run(shutdown), refresher);
         served.map_err(Into::into)
     };
     Ok(Started {

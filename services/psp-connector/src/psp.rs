@@ -1,8 +1,12 @@
-//! The PSP's charge API as the connector sees it: one call, four outcomes.
+//! One PSP's charge API as the connector sees it: a charge call with five
+//! outcomes, and the lookup that settles an unknown one.
 //!
-//! Every call carries `Idempotency-Key = transaction id`, so calling again
-//! for the same transaction — after a timeout, a crash or a duplicate
-//! delivery — can never charge twice.
+//! Every charge carries `Idempotency-Key = {transaction id}:{psp}`
+//! ([`platform::psp::idempotency_key`]), so calling one PSP again for the
+//! same transaction — after a timeout, a crash or a duplicate delivery —
+//! can never charge twice there, and the next PSP of a route has a key of
+//! its own. What tells the outcomes apart is whether the PSP may have
+//! charged: only outcomes that prove it did not let a payment move on.
 
 use std::time::Duration;
 
@@ -14,13 +18,29 @@ use crate::configuration::PspUrl;
 /// What one charge call came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
-    Approved,
+    /// Carries the PSP's charge id (`ch_…`).
+    Approved(String),
     /// Final; carries the PSP's `decline_code`.
     Declined(String),
-    /// Timeout, refused connection, 429 or 5xx: worth trying again.
-    Retryable(String),
+    /// The PSP provably charged nothing: connection refused, 429, 503, or
+    /// the key was abandoned by an earlier lookup. Another PSP may be tried.
+    Unavailable(String),
+    /// It may or may not have charged (timeout, other 5xx, an unreadable
+    /// answer): ask with [`PspClient::resolve`] before anything else.
+    Unknown(String),
     /// Any other 4xx: the PSP will never accept this request as sent.
     Rejected(String),
+}
+
+/// What a lookup by idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Decided: [`ChargeOutcome::Approved`] or [`ChargeOutcome::Declined`].
+    Decided(ChargeOutcome),
+    /// Nothing was charged, and the key is now abandoned: nothing will be.
+    NotCharged,
+    /// The lookup itself failed; the charge is still unknown.
+    Failed(String),
 }
 
 #[derive(Clone)]
@@ -28,10 +48,13 @@ pub struct PspClient {
     http: reqwest::Client,
     /// Parsed once: a `String` here would be parsed again on every charge.
     charges: reqwest::Url,
+    resolve: reqwest::Url,
 }
 
 #[derive(Deserialize)]
 struct ChargeAnswer {
+    #[serde(default)]
+    id: Option<String>,
     status: String,
     #[serde(default)]
     decline_code: Option<String>,
@@ -59,11 +82,17 @@ impl PspClient {
         Ok(Self {
             http,
             charges: reqwest::Url::parse(&url.charges())?,
+            resolve: reqwest::Url::parse(&url.resolve())?,
         })
     }
 
-    /// Charges `card` (opened from `message`) for `message`.
-    pub async fn charge(&self, message: &ChargeMessage, card: &CardDetails) -> ChargeOutcome {
+    /// Charges `card` (opened from `message`) for `message`, under `key`.
+    pub async fn charge(
+        &self,
+        message: &ChargeMessage,
+        card: &CardDetails,
+        key: &str,
+    ) -> ChargeOutcome {
         let body = serde_json::json!({
             "amount": message.amount,
             "currency": message.currency,
@@ -81,45 +110,96 @@ impl PspClient {
         let response = match self
             .http
             .post(self.charges.clone())
-            .header("Idempotency-Key", &message.transaction_id)
+            .header("Idempotency-Key", key)
             .header("X-Request-Id", &message.request_id)
             .json(&body)
             .send()
             .await
         {
             Ok(response) => response,
-            Err(error) => return ChargeOutcome::Retryable(describe(&error)),
+            Err(error) => return unsent_or_unknown(&error),
         };
         let status = response.status();
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
-            Err(error) => return ChargeOutcome::Retryable(describe(&error)),
+            Err(error) => return ChargeOutcome::Unknown(describe(&error)),
         };
         classify(status.as_u16(), &bytes)
     }
+
+    /// What was decided under `key`. A `NotCharged` answer fences the key
+    /// at the PSP, so a charge request of ours still on its way there is
+    /// refused: from then on the payment may go to another PSP.
+    pub async fn resolve(&self, key: &str, request_id: &str) -> Resolution {
+        let response = match self
+            .http
+            .post(self.resolve.clone())
+            .header("Idempotency-Key", key)
+            .header("X-Request-Id", request_id)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => return Resolution::Failed(describe(&error)),
+        };
+        let status = response.status().as_u16();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => return Resolution::Failed(describe(&error)),
+        };
+        match (status, classify(status, &bytes)) {
+            (200, decided @ (ChargeOutcome::Approved(_) | ChargeOutcome::Declined(_))) => {
+                Resolution::Decided(decided)
+            }
+            (404, _) if error_code(&bytes) == "charge_not_found" => Resolution::NotCharged,
+            (status, _) => Resolution::Failed(format!("lookup answered http {status}")),
+        }
+    }
 }
 
-/// Turns a PSP answer into an outcome.
+/// A request that failed before an answer: if it never reached the PSP
+/// (refused or failed connection) nothing was charged; otherwise it may
+/// have been.
+fn unsent_or_unknown(error: &reqwest::Error) -> ChargeOutcome {
+    if error.is_connect() {
+        ChargeOutcome::Unavailable(describe(error))
+    } else {
+        ChargeOutcome::Unknown(describe(error))
+    }
+}
+
+fn error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorAnswer>(body)
+        .map(|answer| answer.error.code)
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Turns a PSP answer into an outcome. A declined charge answers 402, but
+/// its body is read either way: a lookup answers 200 for both.
 fn classify(status: u16, body: &[u8]) -> ChargeOutcome {
     match status {
         200 | 402 => match serde_json::from_slice::<ChargeAnswer>(body) {
-            Ok(answer) if answer.status == "succeeded" && status == 200 => ChargeOutcome::Approved,
+            Ok(ChargeAnswer {
+                id: Some(id),
+                status: answer,
+                ..
+            }) if answer == "succeeded" && status == 200 => ChargeOutcome::Approved(id),
             Ok(answer) if answer.status == "declined" => ChargeOutcome::Declined(
                 answer
                     .decline_code
                     .unwrap_or_else(|| "card_declined".to_owned()),
             ),
-            // An answer we cannot read decided something we do not know;
-            // asking again under the same key returns the same decision.
-            _ => ChargeOutcome::Retryable(format!("unreadable answer (http {status})")),
+            // An answer we cannot read decided something we do not know.
+            _ => ChargeOutcome::Unknown(format!("unreadable answer (http {status})")),
         },
-        429 | 500..=599 => ChargeOutcome::Retryable(format!("http {status}")),
-        _ => {
-            let code = serde_json::from_slice::<ErrorAnswer>(body)
-                .map(|answer| answer.error.code)
-                .unwrap_or_else(|_| "unknown".to_owned());
-            ChargeOutcome::Rejected(format!("http {status}: {code}"))
+        // Decided nothing: a 503 or 429 is the PSP turning the request
+        // away before any decision, and an abandoned key never charges.
+        429 | 503 => ChargeOutcome::Unavailable(format!("http {status}")),
+        409 if error_code(body) == "idempotency_key_abandoned" => {
+            ChargeOutcome::Unavailable("http 409: idempotency_key_abandoned".to_owned())
         }
+        500..=599 => ChargeOutcome::Unknown(format!("http {status}")),
+        _ => ChargeOutcome::Rejected(format!("http {status}: {}", error_code(body))),
     }
 }
 
@@ -141,8 +221,8 @@ mod tests {
     #[test]
     fn answers_are_classified() {
         assert_eq!(
-            classify(200, br#"{"status":"succeeded"}"#),
-            ChargeOutcome::Approved
+            classify(200, br#"{"id":"ch_1","status":"succeeded"}"#),
+            ChargeOutcome::Approved("ch_1".into())
         );
         assert_eq!(
             classify(
@@ -151,14 +231,28 @@ mod tests {
             ),
             ChargeOutcome::Declined("insufficient_funds".into())
         );
-        assert!(matches!(classify(503, b""), ChargeOutcome::Retryable(_)));
+        assert!(matches!(classify(503, b""), ChargeOutcome::Unavailable(_)));
+        assert!(matches!(classify(429, b""), ChargeOutcome::Unavailable(_)));
+        assert!(matches!(
+            classify(409, br#"{"error":{"code":"idempotency_key_abandoned"}}"#),
+            ChargeOutcome::Unavailable(_)
+        ));
+        assert!(matches!(classify(500, b""), ChargeOutcome::Unknown(_)));
         assert!(matches!(
             classify(200, b"<html>"),
-            ChargeOutcome::Retryable(_)
+            ChargeOutcome::Unknown(_)
+        ));
+        assert!(matches!(
+            classify(200, br#"{"status":"succeeded"}"#),
+            ChargeOutcome::Unknown(_)
         ));
         assert_eq!(
             classify(422, br#"{"error":{"code":"invalid_card_number"}}"#),
             ChargeOutcome::Rejected("http 422: invalid_card_number".into())
         );
+        assert!(matches!(
+            classify(409, br#"{"error":{"code":"request_in_progress"}}"#),
+            ChargeOutcome::Rejected(_)
+        ));
     }
 }

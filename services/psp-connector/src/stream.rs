@@ -272,18 +272,42 @@ pub async fn move_due_retries<C: ConnectionLike + Send>(
         .await
 }
 
-/// Status and attempts of a transaction record (`None` if there is none).
+/// What the connector reads of a transaction record before charging it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordState {
+    pub status: String,
+    pub attempts: u32,
+    /// The card brand, for routing rules.
+    pub brand: Option<String>,
+    /// The PSP last called for it, which may have charged.
+    pub psp: Option<String>,
+}
+
+/// The [`RecordState`] of a transaction record (`None` if there is none).
 pub async fn record_state<C: ConnectionLike + Send>(
     conn: &mut C,
     record_key: &str,
-) -> redis::RedisResult<Option<(String, u32)>> {
-    let (status, attempts): (Option<String>, Option<u32>) = redis::cmd("HMGET")
+) -> redis::RedisResult<Option<RecordState>> {
+    use platform::keyspace::field;
+    let (status, attempts, brand, psp): (
+        Option<String>,
+        Option<u32>,
+        Option<String>,
+        Option<String>,
+    ) = redis::cmd("HMGET")
         .arg(record_key)
-        .arg(platform::keyspace::field::STATUS)
-        .arg(platform::keyspace::field::ATTEMPTS)
+        .arg(field::STATUS)
+        .arg(field::ATTEMPTS)
+        .arg(field::BRAND)
+        .arg(field::PSP)
         .query_async(conn)
         .await?;
-    Ok(status.map(|status| (status, attempts.unwrap_or(0))))
+    Ok(status.map(|status| RecordState {
+        status,
+        attempts: attempts.unwrap_or(0),
+        brand,
+        psp,
+    }))
 }
 
 /// Wall-clock Unix milliseconds, the clock retry due times are kept in.

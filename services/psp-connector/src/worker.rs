@@ -1,29 +1,46 @@
-//! Handling one stream entry: decode, charge, record the outcome.
+//! Handling one stream entry: decode, route, charge, record the outcome.
 //!
 //! The order of steps is what makes delivery at-least-once but the effect
-//! exactly-once: the status moves to `processing` (counting the attempt)
-//! before the PSP is called, to a final status by compare-and-set after it,
-//! and only then is the entry acknowledged. A crash anywhere leaves the
-//! entry pending; whoever reclaims it charges again under the same
-//! idempotency key (the PSP replays its answer) or finds the transaction
-//! already final and just acknowledges.
+//! exactly-once: the status moves to `processing` (counting the attempt and
+//! naming the PSP about to be called) before a PSP is called, to a final
+//! status by compare-and-set after it, and only then is the entry
+//! acknowledged. A crash anywhere leaves the entry pending; whoever reclaims
+//! it calls the PSP the record names first, under the same idempotency key
+//! (the PSP replays its answer), or finds the transaction already final and
+//! just acknowledges.
+//!
+//! Across PSPs the rule is: a payment moves to the next PSP of its route
+//! only on proof that the current one charged nothing — it was unavailable
+//! (refused connection, 429, 503) or, after a timeout or unreadable answer,
+//! a lookup by idempotency key found nothing and fenced the key. Without
+//! that proof the payment stays with the PSP the record names and is
+//! retried there. So at most one PSP can ever have charged it, and that PSP
+//! is the one the record names. Declines and rejections are final.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use platform::card::CardBrand;
 use platform::keyspace::{self, field};
+use platform::psp::PspName;
 use platform::queue::{CardDetails, ChargeMessage, DeadLetterReason};
 use platform::redis::Redis;
-use platform::transaction::{self, Status, TransactionId, Transition, TransitionOutcome};
+use platform::transaction::{
+    self, Attempt, AttemptOutcome, Status, TransactionId, Transition, TransitionOutcome,
+};
 use tracing::Instrument;
 
-use crate::psp::{ChargeOutcome, PspClient};
+use crate::breaker::Breakers;
+use crate::psp::{ChargeOutcome, Resolution};
+use crate::routing::{Payment, Psps, Routing};
 use crate::stream::{self, DeadLetter, Entry};
 
 /// What every worker shares.
 pub struct Worker {
     pub redis: Redis,
-    pub psp: PspClient,
+    pub psps: Arc<Psps>,
+    pub routing: Routing,
+    pub breakers: Arc<Breakers>,
     /// Opens the sealed card of each message.
     pub card_key: platform::crypto::CardKey,
     pub retry: RetryPolicy,
@@ -86,17 +103,20 @@ impl Job {
     }
 }
 
-/// What follows a PSP's answer.
-enum Next {
-    /// Record this final status with these fields, and dead-letter the
-    /// entry when there is a reason to.
-    Final {
-        to: Status,
-        fields: Vec<(&'static str, String)>,
-        dead: Option<(DeadLetterReason, String)>,
-    },
-    /// Park the message for another attempt after `delay`.
-    Retry { delay: Duration, error: String },
+/// What [`Worker::prepare`] found: a record to charge and its opened card.
+struct Prepared {
+    card: CardDetails,
+    attempts: u32,
+    brand: Option<CardBrand>,
+    /// The PSP the record names: it may have charged, so it goes first.
+    pinned: Option<PspName>,
+}
+
+/// A final status to record, with its fields and the dead letter, if any.
+struct Final {
+    to: Status,
+    fields: Vec<(&'static str, String)>,
+    dead: Option<(DeadLetterReason, String)>,
 }
 
 impl Worker {
@@ -151,22 +171,237 @@ impl Worker {
             merchant: message.merchant_id.clone(),
             request_id: message.request_id.clone(),
         };
-        let Some((card, attempt)) = self.start(&mut conn, &job, &message).await? else {
+        let Some(prepared) = self.prepare(&mut conn, &job, &message).await? else {
             return Ok(());
         };
         let first_attempt_ms = *message.first_attempt_ms.get_or_insert_with(stream::now_ms);
-        let outcome = self.psp.charge(&message, &card).await;
-        match self.retry.decide(outcome, attempt, first_attempt_ms) {
-            Next::Retry { delay, error } => {
+        let payment = Payment {
+            amount: message.amount,
+            currency: &message.currency,
+            brand: prepared.brand,
+            merchant: &message.merchant_id,
+        };
+        let (route, rule) = self.routing.route(&payment);
+        let order: Vec<PspName> = prepared
+            .pinned
+            .iter()
+            .chain(
+                route
+                    .iter()
+                    .filter(|psp| Some(*psp) != prepared.pinned.as_ref()),
+            )
+            .cloned()
+            .collect();
+        tracing::debug!(rule, route = ?order, "routed");
+
+        let mut attempts = prepared.attempts;
+        // The last call's attempt, logged with the next change of the record.
+        let mut unlogged: Option<Attempt> = None;
+        for (i, psp) in order.iter().enumerate() {
+            // The pinned PSP is never skipped: only it can say whether it
+            // charged, and nothing else may be tried until it has.
+            let pinned = i == 0 && prepared.pinned.is_some();
+            if !pinned && !self.breakers.admit(psp).await? {
+                tracing::debug!(%psp, "circuit breaker open; skipping");
+                continue;
+            }
+            // Name the PSP on the record before calling it: whoever handles
+            // this payment next asks that PSP first.
+            let begin = Transition {
+                from: vec![Status::Pending, Status::Processing],
+                to: Status::Processing,
+                add_attempts: 1,
+                log: unlogged.take(),
+                fields: vec![(field::PSP, psp.to_string())],
+            };
+            if !self.apply(&mut conn, &job, &begin).await? {
+                return Ok(());
+            }
+            attempts += 1;
+            let (outcome, attempt) = self.call(psp, &message, &prepared.card, &job).await;
+            let done = match outcome {
+                ChargeOutcome::Approved(charge_id) => Final {
+                    to: Status::Succeeded,
+                    fields: vec![(field::PSP_REFERENCE, charge_id)],
+                    dead: None,
+                },
+                ChargeOutcome::Declined(code) => Final {
+                    to: Status::Declined,
+                    fields: vec![(field::DECLINE_CODE, code)],
+                    dead: None,
+                },
+                ChargeOutcome::Rejected(error) => Final {
+                    to: Status::Failed,
+                    fields: vec![FailureReason::PspRejectedRequest.field()],
+                    dead: Some((DeadLetterReason::PspRejectedRequest, error)),
+                },
+                ChargeOutcome::Unavailable(error) => {
+                    tracing::info!(%psp, attempt = attempts, %error, "PSP charged nothing; trying the next of the route");
+                    unlogged = Some(attempt);
+                    continue;
+                }
+                ChargeOutcome::Unknown(error) => {
+                    // Not settled: the payment stays with this PSP.
+                    tracing::info!(%psp, attempt = attempts, %error, "outcome unknown; staying with this PSP");
+                    return self
+                        .retry_or_fail(
+                            &mut conn,
+                            &job,
+                            &message,
+                            attempts,
+                            first_attempt_ms,
+                            error,
+                            Some(attempt),
+                        )
+                        .await;
+                }
+            };
+            return record(&mut conn, &job, done, attempts, Some(attempt)).await;
+        }
+        // No PSP of the route charged, and none can have: the route is
+        // tried again later, from the top.
+        let error = unlogged
+            .as_ref()
+            .and_then(|attempt| attempt.error.clone())
+            .unwrap_or_else(|| {
+                "every PSP of the route is skipped by its circuit breaker".to_owned()
+            });
+        self.retry_or_fail(
+            &mut conn,
+            &job,
+            &message,
+            attempts,
+            first_attempt_ms,
+            error,
+            unlogged,
+        )
+        .await
+    }
+
+    /// Applies `change`; `false` (after acknowledging or dead-lettering the
+    /// entry) when the transaction is final or gone.
+    async fn apply(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        job: &Job,
+        change: &Transition,
+    ) -> redis::RedisResult<bool> {
+        match transaction::transition(conn, &job.id, &job.merchant, change).await? {
+            TransitionOutcome::Applied => Ok(true),
+            TransitionOutcome::Refused { current } => {
+                tracing::info!(status = %current, "already final; acknowledging duplicate delivery");
+                stream::finish(conn, &job.entry_id).await.map(|()| false)
+            }
+            TransitionOutcome::NotFound => {
+                tracing::warn!("transaction vanished; dead-lettering");
+                let letter = job.letter(
+                    DeadLetterReason::UnknownTransaction,
+                    "no transaction record".into(),
+                    None,
+                );
+                stream::dead_letter(conn, &letter).await.map(|()| false)
+            }
+        }
+    }
+
+    /// One call to `psp`, settled: an unknown outcome is looked up by
+    /// idempotency key before it is returned. Reports to the breaker.
+    async fn call(
+        &self,
+        psp: &PspName,
+        message: &ChargeMessage,
+        card: &CardDetails,
+        job: &Job,
+    ) -> (ChargeOutcome, Attempt) {
+        let at = transaction::now_rfc3339();
+        let started = Instant::now();
+        let key = platform::psp::idempotency_key(&job.id, psp);
+        let outcome = match self.psps.get(psp) {
+            None => ChargeOutcome::Unknown(format!("{psp} is not among this connector's PSP_URLS")),
+            Some(client) => {
+                let first = client.charge(message, card, &key).await;
+                let healthy = !matches!(
+                    first,
+                    ChargeOutcome::Unavailable(_) | ChargeOutcome::Unknown(_)
+                );
+                if let Err(error) = self.breakers.record(psp, healthy).await {
+                    tracing::warn!(%psp, %error, "could not update the circuit breaker");
+                }
+                match first {
+                    ChargeOutcome::Unknown(error) => {
+                        match client.resolve(&key, &job.request_id).await {
+                            Resolution::Decided(decided) => {
+                                tracing::info!(%psp, %error, "the lookup found the charge's decision");
+                                decided
+                            }
+                            Resolution::NotCharged => ChargeOutcome::Unavailable(format!(
+                                "{error}; the lookup found no charge"
+                            )),
+                            Resolution::Failed(lookup) => {
+                                ChargeOutcome::Unknown(format!("{error}; {lookup}"))
+                            }
+                        }
+                    }
+                    first => first,
+                }
+            }
+        };
+        let (kind, error) = match &outcome {
+            ChargeOutcome::Approved(_) => (AttemptOutcome::Approved, None),
+            ChargeOutcome::Declined(_) => (AttemptOutcome::Declined, None),
+            ChargeOutcome::Unavailable(e) => (AttemptOutcome::Unavailable, Some(e.clone())),
+            ChargeOutcome::Unknown(e) => (AttemptOutcome::Unknown, Some(e.clone())),
+            ChargeOutcome::Rejected(e) => (AttemptOutcome::Rejected, Some(e.clone())),
+        };
+        let attempt = Attempt {
+            psp: psp.to_string(),
+            outcome: kind,
+            latency_ms: started.elapsed().as_millis() as u64,
+            at,
+            error,
+        };
+        (outcome, attempt)
+    }
+
+    /// After attempt number `attempts` settled nothing: park the message
+    /// for another try, or fail the transaction when the budget is spent.
+    #[allow(clippy::too_many_arguments)]
+    async fn retry_or_fail(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        job: &Job,
+        message: &ChargeMessage,
+        attempts: u32,
+        first_attempt_ms: u64,
+        error: String,
+        log: Option<Attempt>,
+    ) -> redis::RedisResult<()> {
+        match self
+            .retry
+            .next(attempts, first_attempt_ms, stream::now_ms())
+        {
+            Retry::After(delay) => {
+                if let Some(attempt) = log {
+                    let logged = Transition {
+                        from: vec![Status::Pending, Status::Processing],
+                        to: Status::Processing,
+                        add_attempts: 0,
+                        log: Some(attempt),
+                        fields: Vec::new(),
+                    };
+                    if !self.apply(conn, job, &logged).await? {
+                        return Ok(());
+                    }
+                }
                 tracing::info!(
-                    attempt,
+                    attempt = attempts,
                     %error,
                     retry_in_ms = delay.as_millis() as u64,
-                    "retryable PSP error; retry scheduled"
+                    "retry scheduled"
                 );
                 let due = stream::now_ms() + delay.as_millis() as u64;
                 stream::schedule_retry(
-                    &mut conn,
+                    conn,
                     &job.entry_id,
                     job.id.as_str(),
                     &message.to_payload(),
@@ -174,38 +409,37 @@ impl Worker {
                 )
                 .await
             }
-            Next::Final { to, fields, dead } => {
-                let dead = dead.map(|(reason, error)| job.letter(reason, error, Some(attempt)));
-                record(&mut conn, &job, to, fields, dead, attempt).await
+            Retry::GiveUp(reason) => {
+                let done = Final {
+                    to: Status::Failed,
+                    fields: vec![FailureReason::PspUnavailable.field()],
+                    dead: Some((reason, error)),
+                };
+                record(conn, job, done, attempts, log).await
             }
         }
     }
 
-    /// Everything before the PSP call: the record exists and is not final,
-    /// the card opens, and the status is `processing` with this attempt
-    /// counted. Returns the card and the attempt's number, or `None` when
-    /// the entry was finished or dead-lettered instead.
-    async fn start(
+    /// Everything before routing: the record exists and is not final, and
+    /// the card opens. `None` when the entry was finished or dead-lettered
+    /// instead.
+    async fn prepare(
         &self,
         conn: &mut redis::aio::ConnectionManager,
         job: &Job,
         message: &ChargeMessage,
-    ) -> redis::RedisResult<Option<(CardDetails, u32)>> {
-        let unknown = || {
-            job.letter(
+    ) -> redis::RedisResult<Option<Prepared>> {
+        let Some(state) = stream::record_state(conn, &keyspace::record(&job.id)).await? else {
+            tracing::warn!("no such transaction; dead-lettering");
+            let letter = job.letter(
                 DeadLetterReason::UnknownTransaction,
                 "no transaction record".into(),
                 None,
-            )
+            );
+            return stream::dead_letter(conn, &letter).await.map(|()| None);
         };
-        let Some((status, attempts)) =
-            stream::record_state(conn, &keyspace::record(&job.id)).await?
-        else {
-            tracing::warn!("no such transaction; dead-lettering");
-            return stream::dead_letter(conn, &unknown()).await.map(|()| None);
-        };
-        if status.parse::<Status>().is_ok_and(Status::is_final) {
-            tracing::info!(%status, "already final; acknowledging duplicate delivery");
+        if state.status.parse::<Status>().is_ok_and(Status::is_final) {
+            tracing::info!(status = %state.status, "already final; acknowledging duplicate delivery");
             return stream::finish(conn, &job.entry_id).await.map(|()| None);
         }
         let card = match message.open_card(&self.card_key) {
@@ -224,50 +458,48 @@ impl Worker {
                 let letter = job.letter(
                     DeadLetterReason::Undecryptable,
                     error.to_string(),
-                    Some(attempts),
+                    Some(state.attempts),
                 );
                 return stream::dead_letter(conn, &letter).await.map(|()| None);
             }
         };
-        let start = Transition {
-            from: vec![Status::Pending, Status::Processing],
-            to: Status::Processing,
-            add_attempts: 1,
-            log: None,
-            fields: Vec::new(),
-        };
-        match transaction::transition(conn, &job.id, &job.merchant, &start).await? {
-            TransitionOutcome::Applied => Ok(Some((card, attempts + 1))),
-            TransitionOutcome::Refused { current } => {
-                tracing::info!(status = %current, "already final; acknowledging duplicate delivery");
-                stream::finish(conn, &job.entry_id).await.map(|()| None)
-            }
-            TransitionOutcome::NotFound => {
-                tracing::warn!("transaction vanished; dead-lettering");
-                stream::dead_letter(conn, &unknown()).await.map(|()| None)
-            }
-        }
+        let pinned = state.psp.as_deref().map(|name| {
+            PspName::parse(name).unwrap_or_else(|_| {
+                // Not a name this code writes; still the PSP that may have
+                // charged, so kept — it will be found unconfigured.
+                PspName::parse("unknown").expect("a valid name")
+            })
+        });
+        Ok(Some(Prepared {
+            card,
+            attempts: state.attempts,
+            brand: state.brand.as_deref().and_then(CardBrand::parse),
+            pinned,
+        }))
     }
 }
 
-/// Records a final status by compare-and-set, then acknowledges the entry
-/// (with its dead letter, when there is one).
+/// Records a final status by compare-and-set, with the last attempt, then
+/// acknowledges the entry (with its dead letter, when there is one).
 async fn record(
     conn: &mut redis::aio::ConnectionManager,
     job: &Job,
-    to: Status,
-    fields: Vec<(&'static str, String)>,
-    dead: Option<DeadLetter>,
+    done: Final,
     attempt: u32,
+    log: Option<Attempt>,
 ) -> redis::RedisResult<()> {
-    let done = Transition {
-        from: vec![Status::Processing],
+    let to = done.to;
+    let dead = done
+        .dead
+        .map(|(reason, error)| job.letter(reason, error, Some(attempt)));
+    let change = Transition {
+        from: vec![Status::Pending, Status::Processing],
         to,
         add_attempts: 0,
-        log: None,
-        fields,
+        log,
+        fields: done.fields,
     };
-    match transaction::transition(conn, &job.id, &job.merchant, &done).await? {
+    match transaction::transition(conn, &job.id, &job.merchant, &change).await? {
         TransitionOutcome::Applied => {
             tracing::info!(status = %to, attempt, "transaction final");
             match dead {
@@ -303,37 +535,6 @@ enum Retry {
 }
 
 impl RetryPolicy {
-    /// What follows `outcome` of attempt number `attempt`.
-    fn decide(&self, outcome: ChargeOutcome, attempt: u32, first_attempt_ms: u64) -> Next {
-        let failed = |reason: FailureReason, dead| Next::Final {
-            to: Status::Failed,
-            fields: vec![reason.field()],
-            dead: Some(dead),
-        };
-        match outcome {
-            ChargeOutcome::Approved => Next::Final {
-                to: Status::Succeeded,
-                fields: Vec::new(),
-                dead: None,
-            },
-            ChargeOutcome::Declined(code) => Next::Final {
-                to: Status::Declined,
-                fields: vec![(field::DECLINE_CODE, code)],
-                dead: None,
-            },
-            ChargeOutcome::Rejected(error) => failed(
-                FailureReason::PspRejectedRequest,
-                (DeadLetterReason::PspRejectedRequest, error),
-            ),
-            ChargeOutcome::Retryable(error) => {
-                match self.next(attempt, first_attempt_ms, stream::now_ms()) {
-                    Retry::After(delay) => Next::Retry { delay, error },
-                    Retry::GiveUp(reason) => failed(FailureReason::PspUnavailable, (reason, error)),
-                }
-            }
-        }
-    }
-
     /// After attempt number `attempt` of a transaction first tried at
     /// `first_attempt_ms` failed retryably (at `now_ms`): the next delay,
     /// never past the end of the budget (so the last attempt is made at its

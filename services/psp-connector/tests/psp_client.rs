@@ -56,7 +56,9 @@ async fn a_redirected_charge_is_rejected_and_not_followed() {
         card: CardKey::development().seal(&card, "txn_redirect", "acme"),
         first_attempt_ms: None,
     };
-    let outcome = client.charge(&message, &card).await;
+    let outcome = client
+        .charge(&message, &card, &message.transaction_id)
+        .await;
     assert!(
         matches!(&outcome, ChargeOutcome::Rejected(reason) if reason.starts_with("http 307")),
         "{outcome:?}"

@@ -3,6 +3,7 @@
 //! the brand and last four digits.
 
 use super::FieldError;
+pub use platform::card::CardBrand;
 use platform::http::ErrorCode;
 
 /// 13–19 digits passing the Luhn check, not all zeros
@@ -10,28 +11,6 @@ use platform::http::ErrorCode;
 /// `Debug` and `Display` show only the brand and last four digits.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CardNumber(String);
-
-/// The card network, from the number's leading digits (IIN ranges).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CardBrand {
-    Visa,
-    Mastercard,
-    Amex,
-    Discover,
-    Other,
-}
-
-impl CardBrand {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CardBrand::Visa => "visa",
-            CardBrand::Mastercard => "mastercard",
-            CardBrand::Amex => "amex",
-            CardBrand::Discover => "discover",
-            CardBrand::Other => "other",
-        }
-    }
-}
 
 impl CardNumber {
     /// Takes a JSON value so that a wrongly typed number (a JSON integer)
