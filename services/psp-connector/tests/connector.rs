@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{
-    Connector, Sandbox, pending_count, pending_for, records, seed, stream_entries, wait_final,
-    wait_until,
+    Connector, Sandbox, pending_count, pending_for, records, seed, stat, stream_entries,
+    wait_final, wait_until,
 };
 use platform::keyspace::{DEAD_LETTER_STREAM, Index, PAYLOAD_FIELD, RETRY_SET, STREAM};
 use platform::testing::{RedisServer, free_port};
@@ -30,12 +30,6 @@ fn expected(card: &str) -> (&'static str, Option<&'static str>, Option<&'static 
         PROCESSING_ERROR => ("failed", None, Some("psp_unavailable")),
         _ => ("succeeded", None, None),
     }
-}
-
-fn stat(stats: &serde_json::Value, name: &str) -> u64 {
-    stats[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{name} in {stats}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,9 +179,16 @@ async fn create_charge(
     // after it (the answer's way out): a caller that gives up or dies in
     // the second half has been charged without knowing it, which is exactly
     // what the idempotency key is for.
+    //
+    // The way in and the decision run on a task of their own: a PSP goes on
+    // with a charge whose caller hung up, so a caller's timeout never
+    // cancels the decision (only a lookup's fence can stop it).
     let (before, after) = split_latency(charges.faults.latency());
-    tokio::time::sleep(before).await;
-    let answer = decide(&charges, &key, &request, fingerprint).await;
+    let decision = tokio::spawn(async move {
+        tokio::time::sleep(before).await;
+        decide(&charges, &key, &request, fingerprint).await
+    });
+    let answer = decision.await.map_err(ApiError::internal)?;
     tokio::time::sleep(after).await;
     answer
 }

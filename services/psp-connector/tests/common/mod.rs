@@ -26,7 +26,13 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub async fn start(port: u16, latency_ms: u64, failure_rate: f64) -> Self {
+        Self::named("psp-a", port, latency_ms, failure_rate).await
+    }
+
+    /// A sandbox playing PSP `name`.
+    pub async fn named(name: &str, port: u16, latency_ms: u64, failure_rate: f64) -> Self {
         let mut config = psp_sandbox::Config::on(SocketAddr::from(([127, 0, 0, 1], port)));
+        config.psp_sandbox_name = platform::psp::PspName::parse(name).unwrap();
         config.psp_latency_ms = latency_ms;
         config.psp_failure_rate = psp_sandbox::FailureRate::new(failure_rate).unwrap();
         Self {
@@ -51,9 +57,27 @@ impl Sandbox {
             .expect("stats JSON")
     }
 
+    /// Changes its latency and failure rate while it runs (`PUT /faults`).
+    pub async fn set_faults(&self, latency_ms: u64, failure_rate: f64) {
+        let response = reqwest::Client::new()
+            .put(format!("{}/faults", self.url()))
+            .json(&serde_json::json!({"latency_ms": latency_ms, "failure_rate": failure_rate}))
+            .send()
+            .await
+            .expect("PUT /faults");
+        assert_eq!(response.status(), 200);
+    }
+
     pub async fn stop(self) {
         let _ = self.served.stop().await;
     }
+}
+
+/// One figure of a sandbox's stats.
+pub fn stat(stats: &Value, name: &str) -> u64 {
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} in {stats}"))
 }
 
 /// A real psp-connector process; its JSON logs go to a temp file.
@@ -100,6 +124,23 @@ impl Connector {
         Self { child, health, log }
     }
 
+    /// A connector routing between `psps` (name, sandbox), in that order,
+    /// instead of the one `PSP_URL`.
+    pub fn spawn_routed(
+        redis_url: &str,
+        psps: &[(&str, &Sandbox)],
+        extra: &[(&str, String)],
+    ) -> Self {
+        let urls = psps
+            .iter()
+            .map(|(name, sandbox)| format!("{name}={}", sandbox.url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut settings = vec![("PSP_URL", String::new()), ("PSP_URLS", urls)];
+        settings.extend(extra.iter().cloned());
+        Self::spawn(redis_url, "", &settings)
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -139,6 +180,15 @@ impl Connector {
 /// core-api's own create path (record, indexes and queue message in its
 /// script), so these tests never restate the record's layout.
 pub async fn seed(redis: &RedisServer, cards: &[&str]) -> Vec<TransactionId> {
+    let payments: Vec<_> = cards.iter().map(|card| (*card, 1299, "EUR")).collect();
+    seed_payments(redis, &payments).await
+}
+
+/// Like [`seed`], with (card, amount, currency) per payment.
+pub async fn seed_payments(
+    redis: &RedisServer,
+    payments: &[(&str, u64, &str)],
+) -> Vec<TransactionId> {
     let client = redis::Client::open(redis.url()).expect("redis url");
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -149,11 +199,11 @@ pub async fn seed(redis: &RedisServer, cards: &[&str]) -> Vec<TransactionId> {
         principal: platform::auth::Principal::User("alice".into()),
     };
     let key = platform::crypto::CardKey::development();
-    let mut ids = Vec::with_capacity(cards.len());
-    for (i, card) in cards.iter().enumerate() {
+    let mut ids = Vec::with_capacity(payments.len());
+    for (i, (card, amount, currency)) in payments.iter().enumerate() {
         let request: CreateTransactionRequest = serde_json::from_value(serde_json::json!({
-            "amount": 1299,
-            "currency": "EUR",
+            "amount": amount,
+            "currency": currency,
             "customer_id": format!("cus_{}", i % 7),
             "reference": format!("order-{i}"),
             "payment_method": {"type": "card", "number": card, "expiry_month": 12,
@@ -183,6 +233,20 @@ pub struct Record {
     pub attempts: u32,
     pub decline_code: Option<String>,
     pub failure_reason: Option<String>,
+    /// The PSP last called (the one that charged, when succeeded).
+    pub psp: Option<String>,
+    pub psp_reference: Option<String>,
+    pub attempt_log: Vec<platform::transaction::Attempt>,
+}
+
+impl Record {
+    /// The PSPs called, in order, with each call's outcome.
+    pub fn calls(&self) -> Vec<(String, platform::transaction::AttemptOutcome)> {
+        self.attempt_log
+            .iter()
+            .map(|attempt| (attempt.psp.clone(), attempt.outcome))
+            .collect()
+    }
 }
 
 pub fn records(
@@ -196,21 +260,38 @@ pub fn records(
             field::ATTEMPTS,
             field::DECLINE_CODE,
             field::FAILURE_REASON,
+            field::PSP,
+            field::PSP_REFERENCE,
+            field::ATTEMPT_LOG,
         ]);
     }
-    let rows: Vec<(String, u32, Option<String>, Option<String>)> =
-        pipe.query(conn).expect("read records");
+    type Row = (
+        String,
+        u32,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = pipe.query(conn).expect("read records");
     ids.iter()
         .cloned()
-        .zip(
-            rows.into_iter()
-                .map(|(status, attempts, decline_code, failure_reason)| Record {
+        .zip(rows.into_iter().map(
+            |(status, attempts, decline_code, failure_reason, psp, psp_reference, log)| {
+                Record {
                     status,
                     attempts,
                     decline_code,
                     failure_reason,
-                }),
-        )
+                    psp,
+                    psp_reference,
+                    attempt_log: log
+                        .map(|log| serde_json::from_str(&log).expect("an attempt log"))
+                        .unwrap_or_default(),
+                }
+            },
+        ))
         .collect()
 }
 
