@@ -70,6 +70,7 @@
               ./process-compose.yaml
               ./caddy/Caddyfile
               ./config/users.toml
+              ./config/routing.toml
               ./dashboard/public
             ];
           };
@@ -289,7 +290,9 @@
                           condition: process_healthy
                         psp-connector-1:
                           condition: process_healthy
-                        psp-sandbox:
+                        psp-a:
+                          condition: process_healthy
+                        psp-b:
                           condition: process_healthy
                   YAML
                   PC_PORT_NUM=18080 timeout 300 process-compose up -t=false \

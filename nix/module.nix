@@ -129,11 +129,19 @@ in
         default = 2;
         description = "Number of psp-connector units (payment-psp-connector-N), consumers of one Redis consumer group.";
       };
-      pspUrl = mkOption {
+      pspUrls = mkOption {
         type = types.str;
-        default = "http://127.0.0.1:${toString cfg.sandbox.port}";
-        defaultText = "the local psp-sandbox";
-        description = "PSP_URL: where charges are sent.";
+        default = lib.concatStringsSep "," (
+          lib.mapAttrsToList (name: port: "${name}=http://127.0.0.1:${toString port}") cfg.sandbox.psps
+        );
+        defaultText = "the local sandboxes, psp-a=http://127.0.0.1:7401,psp-b=http://127.0.0.1:7402";
+        description = "PSP_URLS: the PSPs charges are sent to, name=url, comma-separated, in the order a payment without a routing rule tries them.";
+      };
+      routingFile = mkOption {
+        type = types.nullOr types.path;
+        default = ../config/routing.toml;
+        defaultText = "the repository's config/routing.toml";
+        description = "ROUTING_FILE: TOML routing rules (currency, amount, brand, merchant to an ordered list of PSPs); null tries the PSPs in pspUrls order.";
       };
     };
 
@@ -154,12 +162,15 @@ in
       enable = mkOption {
         type = types.bool;
         default = true;
-        description = "Run the PSP sandbox (disable when PSP_URL points at a real PSP).";
+        description = "Run the PSP sandboxes (disable when pspConnector.pspUrls points at real PSPs).";
       };
-      port = mkOption {
-        type = types.port;
-        default = 7401;
-        description = "Port the PSP sandbox listens on, on loopback (PSP_SANDBOX_ADDR).";
+      psps = mkOption {
+        type = types.attrsOf types.port;
+        default = {
+          psp-a = 7401;
+          psp-b = 7402;
+        };
+        description = "The sandboxes to run, PSP name to the port it listens on, on loopback (PSP_SANDBOX_NAME, PSP_SANDBOX_ADDR); one unit payment-<name> each.";
       };
     };
 
@@ -208,14 +219,20 @@ in
           };
         };
       }
-      // lib.optionalAttrs cfg.sandbox.enable {
-        payment-psp-sandbox = mkUnit {
-          description = "Payment platform: psp-sandbox";
-          package = packages.psp-sandbox;
-          needsRedis = false;
-          environment.PSP_SANDBOX_ADDR = "127.0.0.1:${toString cfg.sandbox.port}";
-        };
-      }
+      // lib.optionalAttrs cfg.sandbox.enable (
+        lib.mapAttrs' (
+          name: port:
+          lib.nameValuePair "payment-${name}" (mkUnit {
+            description = "Payment platform: PSP sandbox ${name}";
+            package = packages.psp-sandbox;
+            needsRedis = false;
+            environment = {
+              PSP_SANDBOX_NAME = name;
+              PSP_SANDBOX_ADDR = "127.0.0.1:${toString port}";
+            };
+          })
+        ) cfg.sandbox.psps
+      )
       // lib.listToAttrs (
         lib.genList (n: {
           name = "payment-core-api-${toString n}";
@@ -241,8 +258,12 @@ in
             environment = {
               PSP_CONNECTOR_ADDR = "127.0.0.1:${toString (cfg.pspConnector.basePort + n)}";
               CONNECTOR_CONSUMER_NAME = "psp-connector-${toString n}";
-              PSP_URL = cfg.pspConnector.pspUrl;
+              PSP_URLS = cfg.pspConnector.pspUrls;
               REDIS_URL = redisUrl;
+            }
+            // lib.optionalAttrs (cfg.pspConnector.routingFile != null) {
+              # Interpolated: the file becomes part of the system closure.
+              ROUTING_FILE = "${cfg.pspConnector.routingFile}";
             };
           };
         }) cfg.pspConnector.replicas

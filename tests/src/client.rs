@@ -227,19 +227,56 @@ pub async fn wait_all_final(
     }
 }
 
-/// `GET /charges/stats` of the sandbox.
-pub async fn sandbox_stats(client: &reqwest::Client, stack: &Stack) -> Value {
+/// The sandboxes of process-compose.yaml: name and the port the file gives
+/// it by default.
+pub const SANDBOXES: [(&str, u16); 2] = [("psp-a", 7401), ("psp-b", 7402)];
+
+/// The base URL of sandbox `name` of the stack.
+pub fn sandbox_url(stack: &Stack, name: &str) -> String {
+    let (_, port) = SANDBOXES
+        .iter()
+        .find(|(psp, _)| *psp == name)
+        .unwrap_or_else(|| panic!("no sandbox {name}"));
+    format!("http://127.0.0.1:{}", stack.port(*port))
+}
+
+/// `GET /charges/stats` of one sandbox.
+pub async fn psp_stats(client: &reqwest::Client, stack: &Stack, name: &str) -> Value {
     client
-        .get(format!(
-            "http://127.0.0.1:{}/charges/stats",
-            stack.port(7401)
-        ))
+        .get(format!("{}/charges/stats", sandbox_url(stack, name)))
         .send()
         .await
         .expect("sandbox stats")
         .json()
         .await
         .expect("stats JSON")
+}
+
+/// The sandboxes' stats together: counts summed, `max_charges_per_key`
+/// the largest, each sandbox's own under `psps`. Keys are per payment and
+/// PSP, so `total_charges` equal to the payments decided is the proof that
+/// no payment was charged at two PSPs.
+pub async fn sandbox_stats(client: &reqwest::Client, stack: &Stack) -> Value {
+    let mut total = serde_json::Map::new();
+    let mut each = serde_json::Map::new();
+    for (name, _) in SANDBOXES {
+        let stats = psp_stats(client, stack, name).await;
+        for (field, value) in stats.as_object().expect("stats object") {
+            let Some(number) = value.as_u64() else {
+                continue;
+            };
+            let sum = total.get(field).and_then(Value::as_u64).unwrap_or(0);
+            let combined = if field == "max_charges_per_key" {
+                sum.max(number)
+            } else {
+                sum + number
+            };
+            total.insert(field.clone(), combined.into());
+        }
+        each.insert(name.to_owned(), stats);
+    }
+    total.insert("psps".into(), Value::Object(each));
+    Value::Object(total)
 }
 
 /// A blocking connection to the stack's Redis.

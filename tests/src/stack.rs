@@ -728,10 +728,10 @@ mod tests {
     fn overrides_are_merged_by_variable() {
         let yaml = override_yaml(
             Path::new("/tmp/x"),
-            &StackOptions::default().env("psp-sandbox", "PSP_LATENCY_MS", "50"),
+            &StackOptions::default().env("psp-a", "PSP_LATENCY_MS", "50"),
         );
         assert!(
-            yaml.contains("  psp-sandbox:\n    environment:\n      - \"PSP_LATENCY_MS=50\"\n"),
+            yaml.contains("  psp-a:\n    environment:\n      - \"PSP_LATENCY_MS=50\"\n"),
             "{yaml}"
         );
         assert!(

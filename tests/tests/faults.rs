@@ -390,7 +390,7 @@ async fn connector_crash_storm_settles_everything_and_charges_once() {
     const RATE: u64 = 200; // payments per second
     let stack = Stack::boot_with(
         StackOptions::default()
-            .env("psp-sandbox", "PSP_LATENCY_MS", "50")
+            .env("psp-a", "PSP_LATENCY_MS", "50")
             // The card that always answers 503 fails after this budget
             // (default 5 minutes), within the test's wait.
             .env("psp-connector", "PSP_RETRY_BUDGET_SECS", "10"),

@@ -70,9 +70,10 @@ async fn processes_start_in_dependency_order_and_all_become_ready() {
             "core-api-0",
             "core-api-1",
             "gateway",
+            "psp-a",
+            "psp-b",
             "psp-connector-0",
             "psp-connector-1",
-            "psp-sandbox",
             "redis",
             "webhook-dispatcher",
             "webhook-sink"
@@ -109,7 +110,8 @@ async fn processes_start_in_dependency_order_and_all_become_ready() {
         );
     }
     for connector in ["psp-connector-0", "psp-connector-1"] {
-        assert!(at("psp-sandbox") < at(connector), "{started:?}");
+        assert!(at("psp-a") < at(connector), "{started:?}");
+        assert!(at("psp-b") < at(connector), "{started:?}");
     }
     for upstream in ["auth-api", "core-api-0", "core-api-1"] {
         assert!(at(upstream) < at("gateway"), "{started:?}");
@@ -242,7 +244,7 @@ async fn a_killed_core_api_replica_is_restarted_and_only_requests_in_flight_fail
 #[tokio::test(flavor = "multi_thread")]
 async fn process_compose_down_drains_every_service_to_exit_0_and_frees_every_port() {
     let stack = Stack::boot().await;
-    let ports: Vec<u16> = [8000, 7101, 7200, 7201, 7300, 7301, 7401, 6390]
+    let ports: Vec<u16> = [8000, 7101, 7200, 7201, 7300, 7301, 7401, 7402, 6390]
         .into_iter()
         .map(|p| stack.port(p))
         .chain([stack.port_variable("PC_PORT_NUM")])

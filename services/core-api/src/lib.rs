@@ -8,6 +8,7 @@
 //! - [`events`]: `/events`, the transaction status changes.
 //! - [`webhooks`]: `/webhook_endpoints`, where events are delivered.
 //! - [`admin`]: the queue and dead-letter views of the dev dashboard.
+//! - [`psps`]: `/psps`, the PSPs payments are routed to and their breakers.
 
 pub mod admin;
 mod configuration;
@@ -15,6 +16,7 @@ pub mod domain;
 pub mod events;
 pub mod idempotency;
 pub mod openapi;
+pub mod psps;
 pub mod transactions;
 pub mod webhooks;
 
@@ -55,6 +57,7 @@ pub fn routes(state: AppState) -> axum::Router {
         .merge(events::routes())
         .merge(webhooks::routes())
         .merge(admin::routes())
+        .merge(psps::routes())
         .route("/openapi.json", get(openapi::openapi_json))
         .with_state(state)
 }

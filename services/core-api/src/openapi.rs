@@ -18,6 +18,7 @@ use crate::events::{
     __path_get_event, __path_list_events, __path_redeliver_event, Event, EventData, EventList,
     Redelivery,
 };
+use crate::psps::{__path_list_psps, BreakerView, Psp, PspList};
 use crate::transactions::model::{PaymentMethod, Transaction};
 use crate::transactions::request::{CreateTransactionRequest, PaymentMethodRequest};
 use crate::transactions::{
@@ -39,7 +40,7 @@ use crate::webhooks::{
     paths(
         create_transaction, get_transaction, list_transactions, list_events, get_event,
         redeliver_event, create_endpoint, list_endpoints, get_endpoint, delete_endpoint,
-        rotate_secret, list_attempts, healthz, readyz, openapi_json, queue, requeue
+        rotate_secret, list_attempts, list_psps, healthz, readyz, openapi_json, queue, requeue
     ),
     components(schemas(
         Transaction, PaymentMethod, TransactionList, CreateTransactionRequest,
@@ -47,7 +48,9 @@ use crate::webhooks::{
         QueueView, StreamView, GroupView, ConsumerView, PendingView, RetriesView, RetryView,
         DeadView, DeadLetterView, Requeued, Event, EventData, EventList, Redelivery,
         platform::event::EventType, CreateEndpointRequest, WebhookEndpoint, WebhookEndpointList,
-        DeletedEndpoint, DeliveryAttempt, DeliveryAttemptList
+        DeletedEndpoint, DeliveryAttempt, DeliveryAttemptList, Psp, PspList, BreakerView,
+        platform::psp::BreakerState, platform::transaction::Attempt,
+        platform::transaction::AttemptOutcome
     )),
     modifiers(&BearerAuth),
     tags(
