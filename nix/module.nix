@@ -132,10 +132,10 @@ in
       pspUrls = mkOption {
         type = types.str;
         default = lib.concatStringsSep "," (
-          lib.mapAttrsToList (name: port: "${name}=http://127.0.0.1:${toString port}") cfg.sandbox.psps
+          lib.mapAttrsToList (name: port: "${name}@http://127.0.0.1:${toString port}") cfg.sandbox.psps
         );
-        defaultText = "the local sandboxes, psp-a=http://127.0.0.1:7401,psp-b=http://127.0.0.1:7402";
-        description = "PSP_URLS: the PSPs charges are sent to, name=url, comma-separated, in the order a payment without a routing rule tries them.";
+        defaultText = "the local sandboxes, psp-a@http://127.0.0.1:7401,psp-b@http://127.0.0.1:7402";
+        description = "PSP_URLS: the PSPs charges are sent to, name@url, comma-separated, in the order a payment without a routing rule tries them.";
       };
       routingFile = mkOption {
         type = types.nullOr types.path;

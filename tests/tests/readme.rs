@@ -45,7 +45,7 @@ async fn readme_walkthrough_works_verbatim() {
         .unwrap_or_else(|e| {
             panic!("walkthrough output is not a sequence of JSON bodies ({e}):\n{stdout}")
         });
-    assert_eq!(bodies.len(), 13, "thirteen calls print a body:\n{stdout}");
+    assert_eq!(bodies.len(), 14, "fourteen calls print a body:\n{stdout}");
     let token = &bodies[0];
     assert_eq!(token["token_type"], "Bearer");
     let paid = &bodies[1];
@@ -56,32 +56,46 @@ async fn readme_walkthrough_works_verbatim() {
         "the idempotent retry returned the first transaction"
     );
     assert_eq!(polled["status"], "succeeded", "{polled}");
-    let declined = &bodies[3];
-    let all = &bodies[4];
+    assert!(polled["psp"].is_string(), "{polled}");
+    assert_eq!(
+        polled["attempt_log"].as_array().map(Vec::len),
+        Some(1),
+        "{polled}"
+    );
+    let psps = &bodies[3];
+    let names: Vec<&str> = psps["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["psp-a", "psp-b"], "{psps}");
+    let declined = &bodies[4];
+    let all = &bodies[5];
     assert_eq!(
         all["data"].as_array().unwrap().len(),
         2,
         "the retry created nothing: {all}"
     );
-    let only_declined = &bodies[5];
+    let only_declined = &bodies[6];
     assert_eq!(only_declined["data"].as_array().unwrap().len(), 1);
     assert_eq!(only_declined["data"][0]["id"], declined["id"]);
     assert_eq!(only_declined["data"][0]["status"], "declined");
-    let paid_with_key = &bodies[6];
+    let paid_with_key = &bodies[7];
     assert!(
         paid_with_key["created_by"]
             .as_str()
             .is_some_and(|by| by.starts_with("key_")),
         "{paid_with_key}"
     );
-    let linked = &bodies[7];
+    let linked = &bodies[8];
     assert_eq!(linked["customers"], serde_json::json!(["cus_2", "cus_7"]));
-    let carols = &bodies[8];
+    let carols = &bodies[9];
     assert_eq!(carols["data"].as_array().unwrap().len(), 1, "{carols}");
     assert_eq!(carols["data"][0]["id"], paid_with_key["id"]);
-    let revoked = &bodies[11];
+    let revoked = &bodies[12];
     assert_eq!(revoked["deleted"], true);
-    let events = &bodies[9];
+    let events = &bodies[10];
     let events = events["data"].as_array().unwrap();
     assert!(
         events.iter().all(|e| e["type"] == "transaction.succeeded"),
@@ -93,9 +107,9 @@ async fn readme_walkthrough_works_verbatim() {
             .any(|e| e["data"]["object"]["id"] == paid["id"]),
         "{events:?}"
     );
-    let endpoint = &bodies[10];
+    let endpoint = &bodies[11];
     assert!(endpoint["secret"].as_str().unwrap().starts_with("whsec_"));
-    let received = bodies[12]["data"].as_array().unwrap();
+    let received = bodies[13]["data"].as_array().unwrap();
     assert!(!received.is_empty(), "the sink got nothing");
     assert!(
         received.iter().all(|d| d["verified"] == true),

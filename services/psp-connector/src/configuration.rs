@@ -29,7 +29,7 @@ pub struct Config {
     pub psp_connector_addr: ListenAddr,
     #[serde(default)]
     pub redis_url: RedisUrl,
-    /// One PSP, named `psp-a`: the shorthand for `PSP_URLS=psp-a=<url>`.
+    /// One PSP, named `psp-a`: the shorthand for `PSP_URLS=psp-a@<url>`.
     #[serde(default)]
     pub psp_url: Option<PspUrl>,
     /// The PSPs by name; routes and the breaker speak of these names.
@@ -288,8 +288,10 @@ impl PspUrl {
     }
 }
 
-/// `PSP_URLS`: the PSPs by name, `psp-a=http://…,psp-b=http://…`, in the
-/// order a route without rules tries them.
+/// `PSP_URLS`: the PSPs by name, `psp-a@http://…,psp-b@http://…`, in the
+/// order a route without rules tries them. Not `name=url`: process-compose
+/// drops an `environment` entry holding a second `=` when another file
+/// overrides the process (as the dev loop's and the tests' files do).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PspUrls(pub Vec<(PspName, PspUrl)>);
 
@@ -302,8 +304,8 @@ impl PspUrls {
             .filter(|item| !item.is_empty())
         {
             let (name, url) = item
-                .split_once('=')
-                .ok_or_else(|| format!("{item:?} is not name=url"))?;
+                .split_once('@')
+                .ok_or_else(|| format!("{item:?} is not name@url"))?;
             let name = PspName::parse(name.trim())?;
             let url = PspUrl::parse(url.trim()).map_err(|e| format!("{name}: {e}"))?;
             if psps.iter().any(|(known, _)| *known == name) {
@@ -355,15 +357,16 @@ mod tests {
     #[test]
     fn psp_urls_are_checked() {
         let urls =
-            PspUrls::parse("psp-a=http://127.0.0.1:7401, psp-b=http://127.0.0.1:7402").unwrap();
+            PspUrls::parse("psp-a@http://127.0.0.1:7401, psp-b@http://127.0.0.1:7402").unwrap();
         assert_eq!(urls.0.len(), 2);
         assert_eq!(urls.0[1].0.as_str(), "psp-b");
         for bad in [
             "",
             "psp-a",
-            "psp-a=ftp://x",
-            "PSP=http://x",
-            "a=http://x,a=http://y",
+            "psp-a=http://x",
+            "psp-a@ftp://x",
+            "PSP@http://x",
+            "a@http://x,a@http://y",
         ] {
             assert!(PspUrls::parse(bad).is_err(), "{bad:?}");
         }

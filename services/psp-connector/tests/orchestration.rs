@@ -141,7 +141,7 @@ fn a_bad_routing_file_stops_the_connector_with_one_line() {
         .env_clear()
         .env(
             "PSP_URLS",
-            "psp-a=http://127.0.0.1:1,psp-b=http://127.0.0.1:2",
+            "psp-a@http://127.0.0.1:1,psp-b@http://127.0.0.1:2",
         )
         .env("ROUTING_FILE", rules.path())
         .output()

@@ -133,7 +133,7 @@ impl Connector {
     ) -> Self {
         let urls = psps
             .iter()
-            .map(|(name, sandbox)| format!("{name}={}", sandbox.url()))
+            .map(|(name, sandbox)| format!("{name}@{}", sandbox.url()))
             .collect::<Vec<_>>()
             .join(",");
         let mut settings = vec![("PSP_URL", String::new()), ("PSP_URLS", urls)];
