@@ -32,7 +32,7 @@ use provenance::Provenance;
 use scenarios::post::Route;
 use scenarios::{
     ScenarioResult, auth_memory, end_to_end, idle_memory, instructions, list_beside_filtered,
-    list_by_customer, post, post_with_api_key, settle, start_up,
+    list_by_customer, post, post_with_api_key, settle, settle_failover, start_up,
 };
 use settings::Settings;
 
@@ -117,6 +117,7 @@ async fn run() -> anyhow::Result<()> {
     let with_api_key = post_with_api_key::measure(&harness).await?;
     let settle = settle::measure(&harness, paused).await?;
     let end_to_end = end_to_end::measure(&harness, through_caddy.rate(), settle.rate()).await?;
+    let failover = settle_failover::measure(&harness, settle.rate()).await?;
 
     let load_after = provenance::loadavg();
     harness.shut_down().await?;
@@ -124,13 +125,14 @@ async fn run() -> anyhow::Result<()> {
     let webhooks = webhook_rate::measure(&e2e::binary_dir(), 5_000, 1).await?;
 
     // The order of the table.
-    let results: [&dyn ScenarioResult; 12] = [
+    let results: [&dyn ScenarioResult; 13] = [
         &through_caddy,
         &direct,
         &lists,
         &beside,
         &auth_memory,
         &settle,
+        &failover,
         &end_to_end,
         &start_up,
         &idle_memory,

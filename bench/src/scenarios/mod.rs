@@ -11,6 +11,7 @@ pub mod list_by_customer;
 pub mod post;
 pub mod post_with_api_key;
 pub mod settle;
+pub mod settle_failover;
 pub mod start_up;
 
 use serde_json::{Map, Value};
