@@ -56,15 +56,22 @@ fn count(stats: &Value, field: &str) -> u64 {
 
 pub async fn measure(harness: &Harness, healthy_rate: f64) -> anyhow::Result<SettleFailover> {
     let (a, b) = (sandbox(harness, 7401), sandbox(harness, 7402));
+    log("settle with psp-a failing: queueing a backlog, connectors stopped");
+    // Counted from here: with the connectors stopped nothing else charges.
+    let paused = PausedConnectors::new(&harness.stack);
     set_failure_rate(harness, &a, 1.0).await?;
     let (a_before, b_before) = (stats(harness, &a).await?, stats(harness, &b).await?);
-    log("settle with psp-a failing: queueing a backlog, connectors stopped");
-    let paused = PausedConnectors::new(&harness.stack);
+    let already = harness.unsettled().await?;
     let token = Some(harness.alice.get().await?);
     harness
         .post_load(&harness.core_apis[0], token, "failover", harness.seconds)
         .await?;
+    // Everything unsettled is this backlog (the end-to-end row's last
+    // payments included), all charged from here on.
     let backlog = harness.unsettled().await?;
+    if already > 0 {
+        log(format!("{already} payments of the previous row join the backlog"));
+    }
     drop(paused);
     let time = harness.wait_settled(Duration::from_secs(300)).await?;
     let (a_after, b_after) = (stats(harness, &a).await?, stats(harness, &b).await?);
