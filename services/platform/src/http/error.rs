@@ -174,6 +174,8 @@ error_codes! {
     /// The refund would take the transaction's refunds (pending or
     /// succeeded) above its amount.
     RefundExceedsAmount => "refund_exceeds_amount",
+    /// The transaction has as many refunds as it may have.
+    TooManyRefunds => "too_many_refunds",
     /// The PSP sandbox: the refund would take the charge's refunds above
     /// the charged amount.
     RefundExceedsCharge => "refund_exceeds_charge",
