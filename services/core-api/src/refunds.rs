@@ -367,6 +367,27 @@ pub async fn create_refund(
     }
 }
 
+/// Writes a refund exactly as `POST /transactions/{id}/refunds` does
+/// without an `Idempotency-Key` (the same checks, record, index,
+/// reservation and queue message in the same script), with no ownership
+/// check (that is the route's). For tests that need refunds in Redis
+/// without the HTTP round trip, so no other code restates the record.
+pub async fn accept<C: ConnectionLike + Send>(
+    conn: &mut C,
+    caller: &Caller,
+    request_id: &str,
+    id: &TransactionId,
+    amount: Option<u64>,
+) -> Result<Refund, ApiError> {
+    let amount = amount
+        .map(|amount| Amount::parse(&amount.into()).map_err(|error| error.at("amount")))
+        .transpose()?;
+    let mut record = store::fetch(conn, id).await?;
+    create(conn, caller, request_id, id, amount, &mut record, None)
+        .await
+        .map(|accepted| accepted.refund)
+}
+
 /// The body: JSON, or nothing at all (no `Content-Type`, no length), which
 /// is a refund of all that is left.
 async fn read_body(request: Request, state: &AppState) -> Result<CreateRefundRequest, ApiError> {
