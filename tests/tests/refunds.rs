@@ -158,6 +158,28 @@ async fn a_payment_is_refunded_in_parts_through_the_gateway_and_never_beyond() {
     assert_eq!(stats["max_refunds_per_key"], 1);
     assert_eq!(stats["over_refunded_charges"], 0);
 
+    // One refund.succeeded event per refund, each with its refund.
+    let events = client::get_json(
+        &http,
+        &format!("{gateway}/events?type=refund.succeeded&limit=100"),
+        &token,
+    )
+    .await;
+    let events = events["data"].as_array().expect("events");
+    assert_eq!(events.len(), 11);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["data"]["object"]["id"] == id.as_str())
+    );
+    let mut refunded: Vec<&str> = events
+        .iter()
+        .map(|e| e["data"]["refund"]["id"].as_str().unwrap())
+        .collect();
+    refunded.sort_unstable();
+    refunded.dedup();
+    assert_eq!(refunded.len(), 11);
+
     // Another merchant cannot see, so cannot refund, it.
     let bob = client::login(&http, &gateway, "bob").await;
     let response = http

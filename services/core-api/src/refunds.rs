@@ -76,7 +76,8 @@ pub struct Refund {
 }
 
 impl Refund {
-    fn from_hash(mut hash: HashMap<String, String>) -> Result<Self, ApiError> {
+    /// Reads a refund record; one that does not decode is a platform bug.
+    pub fn from_hash(mut hash: HashMap<String, String>) -> Result<Self, ApiError> {
         let psp_refund_id = hash
             .remove(refund_field::PSP_REFUND_ID)
             .filter(|value| !value.is_empty());

@@ -366,4 +366,16 @@ async fn a_failed_refund_gives_its_amount_back() {
     assert_eq!(tx.json["refunds"][0]["status"], "failed");
     assert_eq!(tx.json["refunds"][0]["failure_reason"], "psp_unavailable");
     assert_eq!(tx.json["refunds"][1]["status"], "pending");
+    // The settlement wrote its event, once, with the refund and the
+    // transaction as it left them.
+    let events = app.get(&app.alice(), "/events?type=refund.failed").await;
+    assert_eq!(events.status, 200, "{}", events.text);
+    let data = events.json["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{}", events.text);
+    assert_eq!(data[0]["type"], "refund.failed");
+    assert_eq!(data[0]["data"]["refund"]["id"], first.json["id"]);
+    assert_eq!(data[0]["data"]["refund"]["status"], "failed");
+    assert_eq!(data[0]["data"]["object"]["id"], id.as_str());
+    let none = app.get(&app.alice(), "/events?type=refund.succeeded").await;
+    assert_eq!(none.json["data"], json!([]));
 }

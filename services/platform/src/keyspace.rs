@@ -251,6 +251,9 @@ pub mod event_field {
     /// The transaction record hash as the status change left it, as a JSON
     /// object of strings.
     pub const OBJECT: &str = "object";
+    /// Refund events only: the refund record hash as the settlement left
+    /// it, as a JSON object of strings.
+    pub const REFUND: &str = "refund";
 }
 
 // -------------------------------------------------------------- webhooks

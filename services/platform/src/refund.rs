@@ -4,7 +4,8 @@
 //! amount reserved on the transaction and the queue message, in one
 //! script); psp-connector makes it at the PSP that charged and settles it
 //! here, by compare-and-set: `pending` → `succeeded` | `failed`. A failed
-//! refund gives its reservation back, so the amount can be refunded again.
+//! refund gives its reservation back, so the amount can be refunded again;
+//! the settlement writes the `refund.succeeded` / `refund.failed` event.
 //! Names: [`crate::keyspace`] ([`keyspace::refund`],
 //! [`keyspace::transaction_refunds`], [`keyspace::refund_field`],
 //! [`keyspace::REFUND_STREAM`]).
@@ -16,7 +17,8 @@ use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::keyspace::{self, field, refund_field};
+use crate::event::{EventId, EventType};
+use crate::keyspace::{self, event_field, field, refund_field};
 use crate::transaction::TransactionId;
 
 /// `re_` followed by a UUIDv7 in 32 lower-case hex digits.
@@ -171,25 +173,46 @@ pub enum SettleOutcome {
 }
 
 /// Moves a `pending` refund to `to` (`succeeded` or `failed`) with
-/// `fields`, and in the same step the transaction's totals: a success adds
+/// `fields`, and in the same step the transaction's totals — a success adds
 /// the amount to `refunded_amount`, a failure takes it off
-/// `refund_reserved`. Refused unless the refund is still `pending`, so a
-/// duplicate delivery can never settle twice or undo a settlement.
+/// `refund_reserved` — and the event of the change (`refund.succeeded` /
+/// `refund.failed`: its record, with snapshots of the transaction and of
+/// the refund, the merchant's event indexes and the events stream entry),
+/// as the transition script does for transactions. Refused unless the
+/// refund is still `pending`, so a duplicate delivery can never settle
+/// twice, undo a settlement or write a second event.
 ///
-/// KEYS: the refund record, the transaction record. ARGV: the refund's
-/// status, merchant, amount and updated-at field names; merchant id; `to`;
-/// now; the transaction's reserved and refunded field names; the
-/// succeeded and failed status names; then field/value pairs to set.
+/// KEYS: the refund record, the transaction record, the events stream, the
+/// event record, the merchant's event index and its index of this event
+/// type. ARGV: the refund's status, merchant, amount and updated-at field
+/// names; merchant id; `to`; now; the transaction's reserved and refunded
+/// field names; the succeeded and failed status names; event id; event
+/// type; the event's id, merchant, type, created-at, transaction, object
+/// and refund field names; the transaction id; then field/value pairs to
+/// set.
 const SETTLE_SCRIPT: &str = r#"
 local refund = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 local current = refund[1]
 if not current or refund[2] ~= ARGV[5] then return {'not_found', ''} end
 if current ~= 'pending' then return {'refused', current} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[6], ARGV[4], ARGV[7])
-for i = 12, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 22, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 local amount = tonumber(refund[3]) or 0
 if ARGV[6] == ARGV[10] then redis.call('HINCRBY', KEYS[2], ARGV[9], amount) end
 if ARGV[6] == ARGV[11] then redis.call('HINCRBY', KEYS[2], ARGV[8], -amount) end
+local function snapshot(key)
+  local all = redis.call('HGETALL', key)
+  local object = {}
+  for i = 1, #all, 2 do object[all[i]] = all[i + 1] end
+  return cjson.encode(object)
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[4], ARGV[14], ARGV[12], ARGV[15], ARGV[5], ARGV[16], ARGV[13],
+    ARGV[17], ARGV[7], ARGV[18], ARGV[21], ARGV[19], snapshot(KEYS[2]), ARGV[20], snapshot(KEYS[1]))
+  redis.call('ZADD', KEYS[5], 0, ARGV[12])
+  redis.call('ZADD', KEYS[6], 0, ARGV[12])
+  redis.call('XADD', KEYS[3], '*', ARGV[14], ARGV[12], ARGV[15], ARGV[5], ARGV[16], ARGV[13])
+end
 return {'applied', ARGV[6]}
 "#;
 
@@ -205,14 +228,15 @@ pub async fn settle<C: ConnectionLike + Send>(
 ) -> redis::RedisResult<SettleOutcome> {
     static SCRIPT: std::sync::LazyLock<redis::Script> =
         std::sync::LazyLock::new(|| redis::Script::new(SETTLE_SCRIPT));
-    assert_ne!(
-        to,
-        RefundStatus::Pending,
-        "a refund settles to a final status"
-    );
+    let event_type = EventType::of_refund(to).expect("a refund settles to a final status");
+    let event_id = EventId::generate();
     let mut invocation = SCRIPT.key(keyspace::refund(id));
     invocation
         .key(keyspace::record(transaction))
+        .key(keyspace::EVENT_STREAM)
+        .key(keyspace::event(&event_id))
+        .key(keyspace::merchant_events(merchant, None))
+        .key(keyspace::merchant_events(merchant, Some(event_type)))
         .arg(refund_field::STATUS)
         .arg(refund_field::MERCHANT_ID)
         .arg(refund_field::AMOUNT)
@@ -223,7 +247,17 @@ pub async fn settle<C: ConnectionLike + Send>(
         .arg(field::REFUND_RESERVED)
         .arg(field::REFUNDED_AMOUNT)
         .arg(RefundStatus::Succeeded.as_str())
-        .arg(RefundStatus::Failed.as_str());
+        .arg(RefundStatus::Failed.as_str())
+        .arg(event_id.as_str())
+        .arg(event_type.as_str())
+        .arg(event_field::ID)
+        .arg(event_field::MERCHANT_ID)
+        .arg(event_field::TYPE)
+        .arg(event_field::CREATED_AT)
+        .arg(event_field::TRANSACTION_ID)
+        .arg(event_field::OBJECT)
+        .arg(event_field::REFUND)
+        .arg(transaction.as_str());
     for (field, value) in fields {
         invocation.arg(*field).arg(value);
     }
