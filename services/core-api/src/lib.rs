@@ -5,7 +5,7 @@
 //! - [`transactions`]: the `/transactions` routes and their Redis access.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts.
 //! - [`openapi`]: `GET /openapi.json`.
-//! - [`refunds`]: `/transactions/{id}/refunds`.
+//! - [`refunds`]: the `/transactions/{id}/refunds` routes.
 //! - [`events`]: `/events`, the transaction status changes.
 //! - [`webhooks`]: `/webhook_endpoints`, where events are delivered.
 //! - [`admin`]: the queue and dead-letter views of the dev dashboard.

@@ -196,7 +196,12 @@ async fn a_redelivered_refund_is_not_made_twice_and_a_refused_one_gives_its_amou
             )
             .unwrap();
     }
-    wait_settled(&mut conn, &[refund.clone()], Duration::from_secs(10)).await;
+    wait_settled(
+        &mut conn,
+        std::slice::from_ref(&refund),
+        Duration::from_secs(10),
+    )
+    .await;
     common::wait_until("both deliveries handled", Duration::from_secs(10), || {
         stream_len(&mut conn) == 0
     })
