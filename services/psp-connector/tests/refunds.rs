@@ -107,11 +107,19 @@ fn stream_len(conn: &mut redis::Connection) -> u64 {
 async fn refunds_are_made_once_at_the_psp_through_failures() {
     let redis = RedisServer::start();
     let mut conn = redis.connection();
-    // A third of all PSP calls fail with a 503: retried under the same key.
-    let sandbox = Sandbox::start(0, 0, 0.3).await;
+    let sandbox = Sandbox::start(0, 0, 0.0).await;
     let connector = Connector::spawn(&redis.url(), &sandbox.url(), &[]);
     connector.wait_ready().await;
     let txs = charged(&redis, &mut conn, &sandbox, 5).await;
+    // Then a third of all refund calls fail with a 503: retried under the
+    // same key (refunds have no attempt cap, only the budget).
+    let faults = reqwest::Client::new()
+        .put(format!("{}/faults", sandbox.url()))
+        .json(&serde_json::json!({"failure_rate": 0.3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(faults.status(), 200);
 
     let client = redis::Client::open(redis.url()).unwrap();
     let mut aconn = client.get_multiplexed_async_connection().await.unwrap();
