@@ -1,6 +1,6 @@
 //! Every key the stack writes belongs to `platform::keyspace`: a run that
 //! touches each kind of key (logins good and bad, payments with every test
-//! card and an Idempotency-Key, lists, retries and a dead letter), then a
+//! card and an Idempotency-Key, lists, retries, a dead letter and a refund), then a
 //! SCAN of its Redis. Every other e2e stack makes the same check when it is
 //! dropped; this one also lists the patterns it saw.
 
@@ -47,6 +47,23 @@ async fn every_key_the_stack_writes_is_owned_by_the_keyspace_module() {
     let settled =
         client::wait_all_final(&http, &gateway, "alice", &ids, Duration::from_secs(30)).await;
     assert!(settled.iter().any(|t| t["status"] == "failed"));
+    // A refund: its record, the transaction's refund index, its stream.
+    let paid = settled
+        .iter()
+        .find(|t| t["status"] == "succeeded")
+        .expect("a succeeded payment");
+    let refunded = http
+        .post(format!(
+            "{gateway}/transactions/{}/refunds",
+            paid["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .header("idempotency-key", "keyspace-refund")
+        .json(&serde_json::json!({"amount": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refunded.status(), 202);
 
     let (unowned, patterns) = stack.audit_keyspace();
     eprintln!("key patterns written: {patterns:#?}");
@@ -62,6 +79,9 @@ async fn every_key_the_stack_writes_is_owned_by_the_keyspace_module() {
         "auth:logins:{digest}",
         "transactions",
         "transactions:dead",
+        "refund:{id}",
+        "tx:{id}:refunds",
+        "refunds",
     ] {
         assert!(
             patterns.contains(expected),

@@ -5,6 +5,7 @@
 //! - [`transactions`]: the `/transactions` routes and their Redis access.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts.
 //! - [`openapi`]: `GET /openapi.json`.
+//! - [`refunds`]: the `/transactions/{id}/refunds` routes.
 //! - [`events`]: `/events`, the transaction status changes.
 //! - [`webhooks`]: `/webhook_endpoints`, where events are delivered.
 //! - [`admin`]: the queue and dead-letter views of the dev dashboard.
@@ -17,6 +18,7 @@ pub mod events;
 pub mod idempotency;
 pub mod openapi;
 pub mod psps;
+pub mod refunds;
 pub mod transactions;
 pub mod webhooks;
 
@@ -54,6 +56,7 @@ impl FromRef<AppState> for CallerVerifier {
 /// The service's routes (without the shared health/404 layers).
 pub fn routes(state: AppState) -> axum::Router {
     transactions::routes()
+        .merge(refunds::routes())
         .merge(events::routes())
         .merge(webhooks::routes())
         .merge(admin::routes())

@@ -19,6 +19,9 @@ use crate::events::{
     Redelivery,
 };
 use crate::psps::{__path_list_psps, BreakerView, Psp, PspList};
+use crate::refunds::{
+    __path_create_refund, __path_list_refunds, CreateRefundRequest, Refund, RefundList,
+};
 use crate::transactions::model::{PaymentMethod, Transaction};
 use crate::transactions::request::{CreateTransactionRequest, PaymentMethodRequest};
 use crate::transactions::{
@@ -38,12 +41,14 @@ use crate::webhooks::{
                        Every error is `ErrorBody` with a stable `code`."
     ),
     paths(
-        create_transaction, get_transaction, list_transactions, list_events, get_event,
+        create_transaction, get_transaction, list_transactions, create_refund, list_refunds,
+        list_events, get_event,
         redeliver_event, create_endpoint, list_endpoints, get_endpoint, delete_endpoint,
         rotate_secret, list_attempts, list_psps, healthz, readyz, openapi_json, queue, requeue
     ),
     components(schemas(
-        Transaction, PaymentMethod, TransactionList, CreateTransactionRequest,
+        Transaction, PaymentMethod, TransactionList, Refund, RefundList, CreateRefundRequest,
+        platform::refund::RefundStatus, CreateTransactionRequest,
         PaymentMethodRequest, Status, ErrorBody, ErrorDetail, ErrorType, ErrorCode,
         QueueView, StreamView, GroupView, ConsumerView, PendingView, RetriesView, RetryView,
         DeadView, DeadLetterView, Requeued, Event, EventData, EventList, Redelivery,
@@ -55,6 +60,7 @@ use crate::webhooks::{
     modifiers(&BearerAuth),
     tags(
         (name = "transactions"),
+        (name = "refunds", description = "Full or partial refunds of succeeded transactions, made asynchronously at the PSP that charged"),
         (name = "events", description = "One event per transaction status change; each is delivered to the subscribed webhook endpoints"),
         (name = "webhooks", description = "Webhook endpoints, signed per Standard Webhooks, and their delivery log"),
         (name = "operations"),

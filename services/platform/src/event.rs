@@ -1,7 +1,10 @@
 //! Events: one per transaction status change, written by the status
 //! transition script in the same step as the change
-//! ([`crate::transaction::transition`]), read by core-api (`GET /events`)
-//! and delivered to webhook endpoints by webhook-dispatcher.
+//! ([`crate::transaction::transition`]), and one per settled refund
+//! (`refund.succeeded`, `refund.failed`), written by the refund settle
+//! script in the same step ([`crate::refund::settle`]); read by core-api
+//! (`GET /events`) and delivered to webhook endpoints by
+//! webhook-dispatcher.
 //!
 //! An event's record (`evt:{id}`, [`crate::keyspace::event`]) holds a
 //! snapshot of the transaction record as the script left it, so
@@ -45,7 +48,8 @@ impl fmt::Display for EventId {
     }
 }
 
-/// What happened. One per status a transaction can move to.
+/// What happened. One per status a transaction can move to, and one per
+/// final refund status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum EventType {
     #[serde(rename = "transaction.processing")]
@@ -56,15 +60,31 @@ pub enum EventType {
     TransactionDeclined,
     #[serde(rename = "transaction.failed")]
     TransactionFailed,
+    #[serde(rename = "refund.succeeded")]
+    RefundSucceeded,
+    #[serde(rename = "refund.failed")]
+    RefundFailed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 6] = [
         EventType::TransactionProcessing,
         EventType::TransactionSucceeded,
         EventType::TransactionDeclined,
         EventType::TransactionFailed,
+        EventType::RefundSucceeded,
+        EventType::RefundFailed,
     ];
+
+    /// The event a refund's move to `status` writes; none for `pending`.
+    pub fn of_refund(status: crate::refund::RefundStatus) -> Option<Self> {
+        use crate::refund::RefundStatus;
+        match status {
+            RefundStatus::Pending => None,
+            RefundStatus::Succeeded => Some(Self::RefundSucceeded),
+            RefundStatus::Failed => Some(Self::RefundFailed),
+        }
+    }
 
     /// The event a move to `status` writes; none for `pending`, which is
     /// where a transaction starts, never where it moves.
@@ -84,6 +104,8 @@ impl EventType {
             Self::TransactionSucceeded => "transaction.succeeded",
             Self::TransactionDeclined => "transaction.declined",
             Self::TransactionFailed => "transaction.failed",
+            Self::RefundSucceeded => "refund.succeeded",
+            Self::RefundFailed => "refund.failed",
         }
     }
 }
@@ -117,6 +139,19 @@ mod tests {
         }
         let v4 = format!("evt_{}", uuid::Uuid::new_v4().simple());
         assert_eq!(EventId::parse(&v4), None);
+    }
+
+    #[test]
+    fn every_final_refund_status_has_an_event() {
+        use crate::refund::RefundStatus;
+        for status in RefundStatus::ALL {
+            let event = EventType::of_refund(status);
+            assert_eq!(event.is_none(), status == RefundStatus::Pending);
+            if let Some(event) = event {
+                assert_eq!(event.as_str(), format!("refund.{status}"));
+                assert_eq!(event.as_str().parse::<EventType>(), Ok(event));
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use crate::access::api_key::KeyHash;
 use crate::auth::is_identifier;
 use crate::event::{EventId, EventType};
+use crate::refund::RefundId;
 use crate::transaction::{Status, TransactionId};
 use crate::webhook::EndpointId;
 
@@ -128,6 +129,59 @@ pub mod field {
     pub const REQUEST_ID: &str = "request_id";
     pub const CREATED_AT: &str = "created_at";
     pub const UPDATED_AT: &str = "updated_at";
+    /// Minor units held by the transaction's refunds that have not failed
+    /// (pending or succeeded): what may not exceed `amount`. Absent: 0.
+    pub const REFUND_RESERVED: &str = "refund_reserved";
+    /// Minor units of its succeeded refunds. Absent: 0.
+    pub const REFUNDED_AMOUNT: &str = "refunded_amount";
+}
+
+// ----------------------------------------------------------------- refunds
+
+const REFUND_PREFIX: &str = "refund:";
+const REFUNDS_SUFFIX: &str = ":refunds";
+
+/// The record hash of a refund: `refund:{id}` (fields: [`refund_field`]).
+pub fn refund(id: &RefundId) -> String {
+    format!("{REFUND_PREFIX}{id}")
+}
+
+/// A transaction's refunds, `tx:{id}:refunds`: a sorted set of refund ids,
+/// every score 0, so by id, and ids (UUIDv7) by creation time.
+pub fn transaction_refunds(id: &TransactionId) -> String {
+    format!("{RECORD_PREFIX}{id}{REFUNDS_SUFFIX}")
+}
+
+/// The stream refunds are queued on (core-api → psp-connector); each entry
+/// holds a [`crate::refund::RefundMessage`] in [`PAYLOAD_FIELD`], and is
+/// deleted once the refund is final.
+pub const REFUND_STREAM: &str = "refunds";
+/// The consumer group of all connector processes on [`REFUND_STREAM`].
+pub const REFUND_GROUP: &str = "psp-connector-refunds";
+
+/// The fields of a refund record hash.
+pub mod refund_field {
+    pub const ID: &str = "id";
+    pub const TRANSACTION_ID: &str = "transaction_id";
+    pub const MERCHANT_ID: &str = "merchant_id";
+    /// `pending`, `succeeded` or `failed`.
+    pub const STATUS: &str = "status";
+    pub const AMOUNT: &str = "amount";
+    pub const CURRENCY: &str = "currency";
+    /// The PSP that charged the transaction, where the refund is made.
+    pub const PSP: &str = "psp";
+    /// That PSP's charge id, which the refund names.
+    pub const PSP_REFERENCE: &str = "psp_reference";
+    /// That PSP's id of the refund (`re_…`, status `succeeded` only).
+    pub const PSP_REFUND_ID: &str = "psp_refund_id";
+    /// Why it failed (status `failed` only).
+    pub const FAILURE_REASON: &str = "failure_reason";
+    /// Refund calls made at the PSP.
+    pub const ATTEMPTS: &str = "attempts";
+    pub const CREATED_BY: &str = "created_by";
+    pub const REQUEST_ID: &str = "request_id";
+    pub const CREATED_AT: &str = "created_at";
+    pub const UPDATED_AT: &str = "updated_at";
 }
 
 // ------------------------------------------------------------------- queue
@@ -197,6 +251,9 @@ pub mod event_field {
     /// The transaction record hash as the status change left it, as a JSON
     /// object of strings.
     pub const OBJECT: &str = "object";
+    /// Refund events only: the refund record hash as the settlement left
+    /// it, as a JSON object of strings.
+    pub const REFUND: &str = "refund";
 }
 
 // -------------------------------------------------------------- webhooks
@@ -428,6 +485,7 @@ pub fn owner(key: &str) -> Option<&'static str> {
         (WEBHOOK_DEV_SINK, "webhooks:dev_sink"),
         (BENCH_XADD_REFERENCE, "bench:xadd-reference"),
         (PSP_DIRECTORY, "psps"),
+        (REFUND_STREAM, "refunds"),
     ];
     if let Some((_, name)) = constants.iter().find(|(constant, _)| *constant == key) {
         return Some(name);
@@ -441,7 +499,15 @@ pub fn owner(key: &str) -> Option<&'static str> {
             .then_some("psp:{name}:breaker");
     }
     if let Some(id) = key.strip_prefix(RECORD_PREFIX) {
+        if let Some(id) = id.strip_suffix(REFUNDS_SUFFIX) {
+            return TransactionId::parse(id)
+                .is_ok()
+                .then_some("tx:{id}:refunds");
+        }
         return TransactionId::parse(id).is_ok().then_some("tx:{id}");
+    }
+    if let Some(id) = key.strip_prefix(REFUND_PREFIX) {
+        return RefundId::parse(id).is_ok().then_some("refund:{id}");
     }
     if let Some(id) = key.strip_prefix(EVENT_PREFIX) {
         return EventId::parse(id).is_some().then_some("evt:{id}");
@@ -521,6 +587,9 @@ mod tests {
             BENCH_XADD_REFERENCE.to_owned(),
             PSP_DIRECTORY.to_owned(),
             breaker(&crate::psp::PspName::parse("psp-a").unwrap()),
+            refund(&RefundId::generate()),
+            transaction_refunds(&id),
+            REFUND_STREAM.to_owned(),
         ];
         keys.extend(
             EventType::ALL
@@ -570,6 +639,9 @@ mod tests {
             "merchant:acme:user:alice:friends",
             "merchant:acme:user::customers",
             "merchant:a:b:api_keys",
+            "refund:re_1",
+            "tx:tx_1:refunds",
+            "refunds:other",
         ] {
             assert_eq!(owner(key), None, "{key}");
         }

@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod psp;
 pub mod queue;
 pub mod redis;
+pub mod refund;
 pub mod server;
 pub mod telemetry;
 pub mod transaction;

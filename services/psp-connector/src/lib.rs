@@ -1,5 +1,6 @@
 //! PSP Connector: charges queued transactions at the PSPs their route
-//! names (docs/architecture.md "Queue semantics", "Orchestration").
+//! names, and makes queued refunds at the PSP that charged ([`refunds`])
+//! (docs/architecture.md "Queue semantics", "Orchestration", "Refunds").
 //!
 //! Delivery from the stream is at-least-once; the effect is exactly-once
 //! because every charge carries an idempotency key per transaction and PSP,
@@ -13,6 +14,7 @@ pub mod breaker;
 mod configuration;
 mod consumer;
 pub mod psp;
+pub mod refunds;
 pub mod routing;
 pub mod stream;
 pub mod worker;
@@ -82,6 +84,24 @@ pub async fn build(
         .iter()
         .map(|(name, url)| (name.clone(), url.as_str().to_owned()))
         .collect();
+    let consumer_name = config.consumer_name();
+    // Refunds go to the PSP that charged, by the name on the record.
+    let refund_consumer = refunds::RefundConsumer {
+        worker: Arc::new(refunds::RefundWorker {
+            redis: redis.clone(),
+            psps: psps.clone(),
+            budget: config.psp_retry_budget_secs.0,
+            base: config.connector_retry_base_ms.0,
+            max: config.connector_retry_max_ms.0,
+            name: consumer_name.clone(),
+            refresh: (config.connector_claim_idle_ms.0 / 2)
+                .max(std::time::Duration::from_millis(10)),
+        }),
+        reader: Redis::connect(&config.redis_url)?,
+        concurrency: config.connector_concurrency,
+        claim_idle: config.connector_claim_idle_ms.0,
+        drain_timeout,
+    };
     let worker = Arc::new(worker::Worker {
         redis: redis.clone(),
         psps,
@@ -96,7 +116,7 @@ pub async fn build(
         },
     });
     let consumer = Consumer {
-        name: config.consumer_name(),
+        name: consumer_name,
         reader,
         redis,
         worker,
@@ -116,7 +136,12 @@ pub async fn build(
             result
         });
         let refresher = breakers.run_refresher(directory, shutdown.clone());
-        let (served, (), ()) = tokio::join!(serve, consumer.run(shutdown), refresher);
+        let (served, (), (), ()) = tokio::join!(
+            serve,
+            consumer.run(shutdown.clone()),
+            refund_consumer.run(shutdown),
+            refresher
+        );
         served.map_err(Into::into)
     };
     Ok(Started {

@@ -256,3 +256,123 @@ mod tests {
         ));
     }
 }
+
+/// What one refund call came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// Made (or replayed): the PSP's refund id.
+    Succeeded(String),
+    /// Refused for good: why, and the PSP's detail.
+    Failed(platform::refund::RefundFailure, String),
+    /// Timeout, refused connection, 429 or 5xx: worth trying again under
+    /// the same key.
+    Retryable(String),
+}
+
+#[derive(Deserialize)]
+struct RefundAnswer {
+    id: String,
+    status: String,
+}
+
+impl PspClient {
+    /// Refunds `amount` of charge `charge_id` under `Idempotency-Key =
+    /// refund_id`, so a repeated call (redelivery, crash, retry) replays
+    /// the first decision instead of refunding twice.
+    pub async fn refund(
+        &self,
+        charge_id: &str,
+        amount: u64,
+        refund_id: &str,
+        request_id: &str,
+    ) -> RefundOutcome {
+        use platform::refund::RefundFailure;
+        let mut url = self.charges.clone();
+        // Pushed as a segment, so the charge id is escaped, never a path.
+        match url.path_segments_mut() {
+            Ok(mut segments) => {
+                segments.push(charge_id).push("refunds");
+            }
+            Err(()) => {
+                return RefundOutcome::Failed(
+                    RefundFailure::PspRejectedRequest,
+                    "the PSP URL cannot take a path".to_owned(),
+                );
+            }
+        }
+        let response = match self
+            .http
+            .post(url)
+            .header("Idempotency-Key", refund_id)
+            .header("X-Request-Id", request_id)
+            .json(&serde_json::json!({ "amount": amount }))
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => return RefundOutcome::Retryable(describe(&error)),
+        };
+        let status = response.status().as_u16();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => return RefundOutcome::Retryable(describe(&error)),
+        };
+        classify_refund(status, &bytes)
+    }
+}
+
+fn classify_refund(status: u16, body: &[u8]) -> RefundOutcome {
+    use platform::refund::RefundFailure;
+    match status {
+        200 => match serde_json::from_slice::<RefundAnswer>(body) {
+            Ok(answer) if answer.status == "succeeded" => RefundOutcome::Succeeded(answer.id),
+            _ => RefundOutcome::Retryable("unreadable answer (http 200)".to_owned()),
+        },
+        429 | 500..=599 => RefundOutcome::Retryable(format!("http {status}")),
+        _ => {
+            let code = serde_json::from_slice::<ErrorAnswer>(body)
+                .map(|answer| answer.error.code)
+                .unwrap_or_else(|_| "unknown".to_owned());
+            let reason = match (status, code.as_str()) {
+                (404, _) => RefundFailure::ChargeNotFound,
+                (_, "refund_exceeds_charge") => RefundFailure::ExceedsCharge,
+                _ => RefundFailure::PspRejectedRequest,
+            };
+            RefundOutcome::Failed(reason, format!("http {status}: {code}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod refund_tests {
+    use super::*;
+    use platform::refund::RefundFailure;
+
+    #[test]
+    fn refund_answers_are_classified() {
+        assert_eq!(
+            classify_refund(200, br#"{"id":"re_1","status":"succeeded"}"#),
+            RefundOutcome::Succeeded("re_1".into())
+        );
+        assert!(matches!(
+            classify_refund(503, b""),
+            RefundOutcome::Retryable(_)
+        ));
+        assert!(matches!(
+            classify_refund(200, b"<html>"),
+            RefundOutcome::Retryable(_)
+        ));
+        assert!(matches!(
+            classify_refund(404, br#"{"error":{"code":"charge_not_found"}}"#),
+            RefundOutcome::Failed(RefundFailure::ChargeNotFound, _)
+        ));
+        assert!(matches!(
+            classify_refund(422, br#"{"error":{"code":"refund_exceeds_charge"}}"#),
+            RefundOutcome::Failed(RefundFailure::ExceedsCharge, _)
+        ));
+        assert!(matches!(
+            classify_refund(400, b""),
+            RefundOutcome::Failed(RefundFailure::PspRejectedRequest, _)
+        ));
+    }
+}

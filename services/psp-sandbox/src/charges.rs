@@ -47,6 +47,8 @@ pub struct Charges {
     pub name: PspName,
     pub ledger: Ledger,
     pub faults: Arc<Faults>,
+    /// Where approved charges are registered, so they can be refunded.
+    pub refunds: Arc<crate::refunds::Refunds>,
 }
 
 pub fn routes(state: Arc<Charges>) -> Router {
@@ -141,7 +143,7 @@ impl ChargeRequest {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
         return Err(ApiError::bad_request(
@@ -268,6 +270,12 @@ async fn decide_locked(
         decided: std::time::Instant::now(),
     };
     let body = charge_body(request, key, &answer);
+    if status == StatusCode::OK {
+        let charge_id = format!("ch_{}", answer.charge_id.simple());
+        charges
+            .refunds
+            .register(&charge_id, request.amount, &request.currency);
+    }
     tracing::debug!(idempotency_key = %key, status = body["status"].as_str(), decline_code, "charge decided");
     charges.ledger.record_charge(key, &mut state, answer);
     Ok((status, axum::Json(body)).into_response())

@@ -1,6 +1,6 @@
 //! PSP Sandbox: a local stand-in for the Payment Service Provider (docs/architecture.md "Processes").
 //!
-//! Idempotent charges with the documented test cards, a lookup of a charge
+//! Idempotent charges and refunds with the documented test cards, a lookup of a charge
 //! by its idempotency key that fences an undecided key (so a caller that
 //! timed out can prove nothing was charged), injectable latency and faults
 //! (`PSP_LATENCY_MS`, `PSP_FAILURE_RATE`, changeable at `PUT /faults`), and
@@ -13,6 +13,7 @@ mod charges;
 mod configuration;
 pub mod faults;
 pub mod ledger;
+mod refunds;
 
 pub use configuration::{Config, FailureRate};
 
@@ -34,6 +35,10 @@ pub async fn build(
         config.psp_latency_ms,
         config.psp_failure_rate,
     ));
+    let refunds = Arc::new(refunds::Refunds::new(
+        config.psp_ledger_max_keys,
+        faults.clone(),
+    ));
     let state = Arc::new(charges::Charges {
         name: config.psp_sandbox_name.clone(),
         ledger: ledger::Ledger::new(
@@ -41,6 +46,7 @@ pub async fn build(
             config.psp_ledger_max_keys,
         ),
         faults: faults.clone(),
+        refunds: refunds.clone(),
     });
     tracing::info!(
         psp = %config.psp_sandbox_name,
@@ -53,7 +59,9 @@ pub async fn build(
     let server = Server::bind(
         "psp-sandbox",
         config.psp_sandbox_addr,
-        charges::routes(state).merge(faults::routes(faults)),
+        charges::routes(state)
+            .merge(faults::routes(faults))
+            .merge(refunds::routes(refunds)),
         Readiness::always(),
         runtime.shutdown_timeout_secs.0,
     )

@@ -51,8 +51,12 @@ pub struct Event {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct EventData {
-    /// The transaction as the status change left it.
+    /// The transaction as the status change (or the refund's settlement)
+    /// left it.
     pub object: Transaction,
+    /// The refund as its settlement left it (`refund.*` events only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund: Option<crate::refunds::Refund>,
 }
 
 /// A stored event and the merchant it belongs to.
@@ -65,6 +69,7 @@ impl StoredEvent {
     /// Reads an event record. One that does not decode is a platform bug
     /// (only the transition script writes it), hence a 500.
     pub fn from_hash(mut hash: HashMap<String, String>) -> Result<Self, ApiError> {
+        let refund_hash = hash.remove(event_field::REFUND);
         let mut take = |name: &str| {
             hash.remove(name)
                 .ok_or_else(|| ApiError::internal(format!("event record lacks {name}")))
@@ -76,6 +81,14 @@ impl StoredEvent {
             .map_err(|_| corrupt(event_field::TYPE))?;
         let object: HashMap<String, String> = serde_json::from_str(&take(event_field::OBJECT)?)
             .map_err(|_| corrupt(event_field::OBJECT))?;
+        let refund = match refund_hash {
+            None => None,
+            Some(refund) => {
+                let refund: HashMap<String, String> =
+                    serde_json::from_str(&refund).map_err(|_| corrupt(event_field::REFUND))?;
+                Some(crate::refunds::Refund::from_hash(refund)?)
+            }
+        };
         Ok(Self {
             merchant_id: take(event_field::MERCHANT_ID)?,
             event: Event {
@@ -83,6 +96,7 @@ impl StoredEvent {
                 created_at: take(event_field::CREATED_AT)?,
                 data: EventData {
                     object: Transaction::from_hash(object)?,
+                    refund,
                 },
                 id,
             },

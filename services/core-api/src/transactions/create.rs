@@ -313,6 +313,8 @@ fn new_transaction(id: &TransactionId, caller: &Caller, new: &NewTransaction) ->
         psp: None,
         psp_reference: None,
         metadata: new.metadata.as_map().clone(),
+        refunded_amount: 0,
+        refunds: Some(Vec::new()),
         created_at: now.clone(),
         updated_at: now,
     }

@@ -18,7 +18,8 @@ fn not_found() -> ApiError {
 /// One transaction of the caller's merchant. A malformed id, an unknown id,
 /// another merchant's id and (for a user token) a transaction of a customer
 /// not linked to the user all answer the same 404, so ids cannot be probed.
-/// O(1): one HGETALL (and one SISMEMBER for a user, in the same round trip).
+/// O(1): one HGETALL (and one SISMEMBER for a user, in the same round trip),
+/// and for a transaction with refunds one more round trip that reads them.
 #[utoipa::path(
     get,
     path = "/transactions/{id}",
@@ -58,5 +59,14 @@ pub async fn get_transaction(
     if hash.is_empty() || hash.get("merchant_id") != Some(&caller.merchant) {
         return Err(not_found());
     }
-    Ok(Json(Transaction::from_hash(hash)?))
+    // Only a transaction that ever had a refund has the reservation field;
+    // the others cost no second round trip.
+    let had_refunds = hash.contains_key(platform::keyspace::field::REFUND_RESERVED);
+    let mut transaction = Transaction::from_hash(hash)?;
+    transaction.refunds = Some(if had_refunds {
+        crate::refunds::refunds_of(&mut conn, &id).await?
+    } else {
+        Vec::new()
+    });
+    Ok(Json(transaction))
 }

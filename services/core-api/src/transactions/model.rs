@@ -49,6 +49,13 @@ pub struct Transaction {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub psp_reference: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// Minor units refunded so far (succeeded refunds only).
+    pub refunded_amount: u64,
+    /// The transaction's refunds, oldest first: in `GET /transactions/{id}`
+    /// and the creation answer (lists leave it out; see
+    /// `GET /transactions/{id}/refunds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunds: Option<Vec<crate::refunds::Refund>>,
     /// RFC 3339, UTC.
     pub created_at: String,
     /// RFC 3339, UTC.
@@ -125,6 +132,11 @@ impl Transaction {
             .transpose()
             .map_err(|_| corrupt(field::ATTEMPT_LOG))?
             .unwrap_or_default();
+        let refunded_amount = take(field::REFUNDED_AMOUNT)
+            .map(|a| a.parse())
+            .transpose()
+            .map_err(|_| corrupt(field::REFUNDED_AMOUNT))?
+            .unwrap_or(0);
         let metadata = take(field::METADATA)
             .map(|m| serde_json::from_str(&m))
             .transpose()
@@ -150,6 +162,8 @@ impl Transaction {
             psp: take(field::PSP),
             psp_reference: take(field::PSP_REFERENCE),
             metadata,
+            refunded_amount,
+            refunds: None,
             created_at: required(take(field::CREATED_AT), field::CREATED_AT)?,
             updated_at: required(take(field::UPDATED_AT), field::UPDATED_AT)?,
             id,
@@ -184,6 +198,8 @@ mod tests {
             psp: None,
             psp_reference: None,
             metadata: [("k".to_owned(), "v".to_owned())].into(),
+            refunded_amount: 0,
+            refunds: None,
             created_at: "2026-11-22T10:00:00.000Z".into(),
             updated_at: "2026-11-22T10:00:00.000Z".into(),
         };

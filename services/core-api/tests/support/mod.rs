@@ -173,6 +173,51 @@ impl App {
         assert_eq!(outcome, TransitionOutcome::Applied);
     }
 
+    /// Moves a pending transaction of acme to `succeeded` as the connector
+    /// does once a PSP charged it: with the PSP's name and charge id.
+    pub async fn charged(&self, id: &str, charge_id: &str) {
+        use platform::keyspace::field;
+        use platform::transaction::{Status, TransactionId, Transition, TransitionOutcome};
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let id = TransactionId::parse(id).unwrap();
+        let transition = Transition {
+            from: vec![Status::Pending, Status::Processing],
+            to: Status::Succeeded,
+            add_attempts: 1,
+            log: None,
+            fields: vec![
+                (field::PSP, "psp-a".to_owned()),
+                (field::PSP_REFERENCE, charge_id.to_owned()),
+            ],
+        };
+        let outcome = platform::transaction::transition(&mut conn, &id, "acme", &transition)
+            .await
+            .unwrap();
+        assert_eq!(outcome, TransitionOutcome::Applied);
+    }
+
+    /// POST /transactions/{id}/refunds with `body` (`None`: no body).
+    pub async fn refund(
+        &self,
+        token: &str,
+        id: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .post(format!("{}/transactions/{id}/refunds", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        Reply::from(request.send().await.unwrap()).await
+    }
+
     /// The ids of every `tx:*` record in Redis.
     pub fn record_ids(&self) -> Vec<String> {
         let mut conn = self.redis.connection();

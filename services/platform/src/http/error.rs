@@ -169,6 +169,16 @@ error_codes! {
     ChargeNotFound => "charge_not_found",
     /// The PSP sandbox's key was abandoned by a lookup: it never charges.
     IdempotencyKeyAbandoned => "idempotency_key_abandoned",
+    /// Only a `succeeded` transaction can be refunded.
+    TransactionNotRefundable => "transaction_not_refundable",
+    /// The refund would take the transaction's refunds (pending or
+    /// succeeded) above its amount.
+    RefundExceedsAmount => "refund_exceeds_amount",
+    /// The transaction has as many refunds as it may have.
+    TooManyRefunds => "too_many_refunds",
+    /// The PSP sandbox: the refund would take the charge's refunds above
+    /// the charged amount.
+    RefundExceedsCharge => "refund_exceeds_charge",
     /// A sandbox fault setting out of range.
     InvalidFaults => "invalid_faults",
     /// The PSP sandbox's retryable failure (503).
