@@ -70,7 +70,9 @@ pub async fn measure(harness: &Harness, healthy_rate: f64) -> anyhow::Result<Set
     // payments included), all charged from here on.
     let backlog = harness.unsettled().await?;
     if already > 0 {
-        log(format!("{already} payments of the previous row join the backlog"));
+        log(format!(
+            "{already} payments of the previous row join the backlog"
+        ));
     }
     drop(paused);
     let time = harness.wait_settled(Duration::from_secs(300)).await?;
