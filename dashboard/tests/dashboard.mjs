@@ -234,7 +234,7 @@ try {
     );
     const expected = [
       ["infra", ["gateway", "redis"]],
-      ["sandbox", ["psp-sandbox", "webhook-sink"]],
+      ["sandbox", ["psp-a", "psp-b", "webhook-sink"]],
       [
         "services",
         ["auth-api", "core-api-0", "core-api-1", "psp-connector-0", "psp-connector-1", "webhook-dispatcher"],
@@ -376,7 +376,8 @@ try {
         p.includes("gateway") &&
         p.some((n) => n.startsWith("core-api-")) &&
         p.some((n) => n.startsWith("psp-connector-")) &&
-        p.includes("psp-sandbox")
+        // Both PSPs are healthy: the default route charges at psp-a.
+        p.includes("psp-a")
       );
     });
     const trace = await page.$$eval("#log-lines .log-line", (lines) =>
