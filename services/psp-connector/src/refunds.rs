@@ -30,15 +30,14 @@ use platform::keyspace::{REFUND_GROUP, REFUND_STREAM, refund_field};
 use platform::psp::PspName;
 use platform::redis::Redis;
 use platform::refund::{RefundFailure, RefundMessage, RefundStatus, SettleOutcome};
-use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+use redis::aio::ConnectionManager;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::psp::RefundOutcome;
 use crate::routing::{Psps, SINGLE_PSP};
-use crate::stream::{Entry, READ_BLOCK_MS, now_ms};
+use crate::stream::{self, Entry, Queue, READ_BLOCK_MS, now_ms};
 use crate::worker::backoff;
 
 /// Pause after a Redis error before the loop tries again.
@@ -75,7 +74,7 @@ impl RefundConsumer {
         let mut conn = self.worker.redis.conn();
         let mut reader = self.reader.conn();
         loop {
-            match ensure_group(&mut conn).await {
+            match stream::ensure_group_of(&mut conn, Queue::REFUNDS).await {
                 Ok(()) => break,
                 Err(error) => tracing::warn!(%error, "cannot create the refund group yet"),
             }
@@ -105,7 +104,8 @@ impl RefundConsumer {
                 continue;
             }
             let read = if let Some(after) = own.take() {
-                let read = read_group(&mut conn, &name, free, None, &after).await;
+                let read =
+                    stream::read_group(&mut conn, Queue::REFUNDS, &name, free, None, &after).await;
                 if let Ok(entries) = &read
                     && let Some(last) = entries.last()
                 {
@@ -115,7 +115,7 @@ impl RefundConsumer {
             } else if tokio::time::Instant::now() >= next_claim {
                 next_claim = tokio::time::Instant::now() + claim_every;
                 let idle = self.claim_idle.as_millis() as u64;
-                claim_stale(&mut conn, &name, idle, &claim_cursor, free)
+                stream::claim_stale_of(&mut conn, Queue::REFUNDS, &name, idle, &claim_cursor, free)
                     .await
                     .map(|(entries, cursor)| {
                         if cursor != "0-0" {
@@ -126,7 +126,7 @@ impl RefundConsumer {
                     })
             } else {
                 tokio::select! {
-                    read = read_group(&mut reader, &name, free, Some(READ_BLOCK_MS), ">") => read,
+                    read = stream::read_group(&mut reader, Queue::REFUNDS, &name, free, Some(READ_BLOCK_MS), ">") => read,
                     () = shutdown.wait() => break,
                 }
             };
@@ -155,7 +155,7 @@ impl RefundConsumer {
                     tracing::warn!(%error, "reading the refund stream failed; retrying");
                     own = Some("0".to_owned());
                     if error.code() == Some("NOGROUP")
-                        && let Err(error) = ensure_group(&mut conn).await
+                        && let Err(error) = stream::ensure_group_of(&mut conn, Queue::REFUNDS).await
                     {
                         tracing::warn!(%error, "recreating the refund group failed");
                     }
@@ -198,7 +198,7 @@ impl RefundWorker {
             .and_then(|payload| RefundMessage::from_payload(payload).ok())
         else {
             tracing::warn!(entry_id = %entry.id, "undecodable refund message; dropped");
-            if let Err(error) = finish(&mut conn, &entry.id).await {
+            if let Err(error) = stream::finish_of(&mut conn, Queue::REFUNDS, &entry.id).await {
                 tracing::warn!(entry_id = %entry.id, %error, "could not drop it; left pending");
             }
             return;
@@ -232,11 +232,11 @@ impl RefundWorker {
         let field = |name: &str| record.get(name).cloned().unwrap_or_default();
         if record.is_empty() || field(refund_field::MERCHANT_ID) != message.merchant_id {
             tracing::warn!("no such refund; acknowledging");
-            return finish(conn, entry_id).await;
+            return stream::finish_of(conn, Queue::REFUNDS, entry_id).await;
         }
         if field(refund_field::STATUS) != RefundStatus::Pending.as_str() {
             tracing::info!("already settled; acknowledging duplicate delivery");
-            return finish(conn, entry_id).await;
+            return stream::finish_of(conn, Queue::REFUNDS, entry_id).await;
         }
         let amount: u64 = field(refund_field::AMOUNT).parse().unwrap_or(0);
         let charge = field(refund_field::PSP_REFERENCE);
@@ -376,92 +376,6 @@ impl RefundWorker {
             }
             SettleOutcome::NotFound => tracing::warn!("refund vanished; acknowledging"),
         }
-        finish(conn, entry_id).await
+        stream::finish_of(conn, Queue::REFUNDS, entry_id).await
     }
-}
-
-/// Creates the refund stream and group if missing (`BUSYGROUP`: another
-/// connector did).
-async fn ensure_group<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<()> {
-    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(REFUND_STREAM)
-        .arg(REFUND_GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match created {
-        Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
-        other => other,
-    }
-}
-
-async fn read_group<C: ConnectionLike + Send>(
-    conn: &mut C,
-    consumer: &str,
-    count: usize,
-    block_ms: Option<u64>,
-    from: &str,
-) -> redis::RedisResult<Vec<Entry>> {
-    let mut command = redis::cmd("XREADGROUP");
-    command
-        .arg("GROUP")
-        .arg(REFUND_GROUP)
-        .arg(consumer)
-        .arg("COUNT")
-        .arg(count);
-    if let Some(block_ms) = block_ms {
-        command.arg("BLOCK").arg(block_ms);
-    }
-    let reply: Option<StreamReadReply> = command
-        .arg("STREAMS")
-        .arg(REFUND_STREAM)
-        .arg(from)
-        .query_async(conn)
-        .await?;
-    Ok(reply
-        .into_iter()
-        .flat_map(|reply| reply.keys)
-        .flat_map(|key| key.ids)
-        .map(Entry::from)
-        .collect())
-}
-
-async fn claim_stale<C: ConnectionLike + Send>(
-    conn: &mut C,
-    consumer: &str,
-    min_idle_ms: u64,
-    cursor: &str,
-    count: usize,
-) -> redis::RedisResult<(Vec<Entry>, String)> {
-    let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-        .arg(REFUND_STREAM)
-        .arg(REFUND_GROUP)
-        .arg(consumer)
-        .arg(min_idle_ms)
-        .arg(cursor)
-        .arg("COUNT")
-        .arg(count)
-        .query_async(conn)
-        .await?;
-    let entries = reply.claimed.into_iter().map(Entry::from).collect();
-    Ok((entries, reply.next_stream_id))
-}
-
-/// Acknowledges and deletes an entry, in one MULTI.
-async fn finish<C: ConnectionLike + Send>(conn: &mut C, entry_id: &str) -> redis::RedisResult<()> {
-    redis::pipe()
-        .atomic()
-        .cmd("XACK")
-        .arg(REFUND_STREAM)
-        .arg(REFUND_GROUP)
-        .arg(entry_id)
-        .ignore()
-        .cmd("XDEL")
-        .arg(REFUND_STREAM)
-        .arg(entry_id)
-        .ignore()
-        .query_async(conn)
-        .await
 }

@@ -24,6 +24,28 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 /// reading stops.
 pub const READ_BLOCK_MS: u64 = 1000;
 
+/// A stream and the connectors' consumer group on it: the charge queue,
+/// or the refund queue ([`crate::refunds`]). The reads, claims and
+/// acknowledgements below are the same for both.
+#[derive(Debug, Clone, Copy)]
+pub struct Queue {
+    pub stream: &'static str,
+    pub group: &'static str,
+}
+
+impl Queue {
+    /// `transactions`, group `psp-connector`.
+    pub const CHARGES: Queue = Queue {
+        stream: STREAM,
+        group: GROUP,
+    };
+    /// `refunds`, group `psp-connector-refunds`.
+    pub const REFUNDS: Queue = Queue {
+        stream: platform::keyspace::REFUND_STREAM,
+        group: platform::keyspace::REFUND_GROUP,
+    };
+}
+
 /// One stream entry handed to a worker.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -46,10 +68,18 @@ impl From<StreamId> for Entry {
 /// here: `BUSYGROUP` means another one won, which is success. The group
 /// starts at `0` so entries queued before any connector ever ran are read.
 pub async fn ensure_group<C: ConnectionLike + Send>(conn: &mut C) -> redis::RedisResult<()> {
+    ensure_group_of(conn, Queue::CHARGES).await
+}
+
+/// [`ensure_group`] for `queue`.
+pub async fn ensure_group_of<C: ConnectionLike + Send>(
+    conn: &mut C,
+    queue: Queue,
+) -> redis::RedisResult<()> {
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
-        .arg(STREAM)
-        .arg(GROUP)
+        .arg(queue.stream)
+        .arg(queue.group)
         .arg("0")
         .arg("MKSTREAM")
         .query_async(conn)
@@ -67,7 +97,15 @@ pub async fn read_new<C: ConnectionLike + Send>(
     consumer: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<Entry>> {
-    read_group(conn, consumer, count, Some(READ_BLOCK_MS), ">").await
+    read_group(
+        conn,
+        Queue::CHARGES,
+        consumer,
+        count,
+        Some(READ_BLOCK_MS),
+        ">",
+    )
+    .await
 }
 
 /// Up to `count` entries already delivered to `consumer` and not yet
@@ -80,13 +118,14 @@ pub async fn read_own_pending<C: ConnectionLike + Send>(
     after: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<Entry>> {
-    read_group(conn, consumer, count, None, after).await
+    read_group(conn, Queue::CHARGES, consumer, count, None, after).await
 }
 
-/// One XREADGROUP of the queue for `consumer`: `from` is `>` for new
+/// One XREADGROUP of `queue` for `consumer`: `from` is `>` for new
 /// entries, or an id after which to read its own pending ones.
-async fn read_group<C: ConnectionLike + Send>(
+pub async fn read_group<C: ConnectionLike + Send>(
     conn: &mut C,
+    queue: Queue,
     consumer: &str,
     count: usize,
     block_ms: Option<u64>,
@@ -95,7 +134,7 @@ async fn read_group<C: ConnectionLike + Send>(
     let mut command = redis::cmd("XREADGROUP");
     command
         .arg("GROUP")
-        .arg(GROUP)
+        .arg(queue.group)
         .arg(consumer)
         .arg("COUNT")
         .arg(count);
@@ -104,7 +143,7 @@ async fn read_group<C: ConnectionLike + Send>(
     }
     let reply: Option<StreamReadReply> = command
         .arg("STREAMS")
-        .arg(STREAM)
+        .arg(queue.stream)
         .arg(from)
         .query_async(conn)
         .await?;
@@ -121,9 +160,21 @@ pub async fn claim_stale<C: ConnectionLike + Send>(
     cursor: &str,
     count: usize,
 ) -> redis::RedisResult<(Vec<Entry>, String)> {
+    claim_stale_of(conn, Queue::CHARGES, consumer, min_idle_ms, cursor, count).await
+}
+
+/// [`claim_stale`] for `queue`.
+pub async fn claim_stale_of<C: ConnectionLike + Send>(
+    conn: &mut C,
+    queue: Queue,
+    consumer: &str,
+    min_idle_ms: u64,
+    cursor: &str,
+    count: usize,
+) -> redis::RedisResult<(Vec<Entry>, String)> {
     let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-        .arg(STREAM)
-        .arg(GROUP)
+        .arg(queue.stream)
+        .arg(queue.group)
         .arg(consumer)
         .arg(min_idle_ms)
         .arg(cursor)
@@ -139,13 +190,17 @@ pub async fn claim_stale<C: ConnectionLike + Send>(
 /// an entry leaves the stream ends with these two, so its sealed card does
 /// not stay in Redis.
 fn ack_and_delete(pipe: &mut redis::Pipeline, entry_id: &str) {
+    ack_and_delete_of(pipe, Queue::CHARGES, entry_id);
+}
+
+fn ack_and_delete_of(pipe: &mut redis::Pipeline, queue: Queue, entry_id: &str) {
     pipe.cmd("XACK")
-        .arg(STREAM)
-        .arg(GROUP)
+        .arg(queue.stream)
+        .arg(queue.group)
         .arg(entry_id)
         .ignore()
         .cmd("XDEL")
-        .arg(STREAM)
+        .arg(queue.stream)
         .arg(entry_id)
         .ignore();
 }
@@ -155,8 +210,17 @@ pub async fn finish<C: ConnectionLike + Send>(
     conn: &mut C,
     entry_id: &str,
 ) -> redis::RedisResult<()> {
+    finish_of(conn, Queue::CHARGES, entry_id).await
+}
+
+/// [`finish`] for `queue`.
+pub async fn finish_of<C: ConnectionLike + Send>(
+    conn: &mut C,
+    queue: Queue,
+    entry_id: &str,
+) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
-    ack_and_delete(pipe.atomic(), entry_id);
+    ack_and_delete_of(pipe.atomic(), queue, entry_id);
     pipe.query_async(conn).await
 }
 
