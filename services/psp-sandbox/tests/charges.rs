@@ -415,23 +415,28 @@ async fn resolve_answers_the_decision_or_abandons_the_key() {
     assert_eq!(stats["psp"], "psp-a");
 }
 
-/// The race the fence exists for: a charge still on its way in (the first
-/// half of its latency) when its caller, having timed out, resolves.
-#[tokio::test]
-async fn a_resolve_during_a_slow_charge_fences_it_or_finds_it() {
-    let sandbox = boot(|config| config.psp_latency_ms = 400).await;
+/// An approved charge under `key`, sent while the test goes on; its status.
+fn charge_in_background(sandbox: &Sandbox, key: &'static str) -> tokio::task::JoinHandle<u16> {
     let url = sandbox.url.clone();
-    let in_flight = tokio::spawn(async move {
+    tokio::spawn(async move {
         reqwest::Client::new()
             .post(format!("{url}/charges"))
-            .header("Idempotency-Key", "tx_race")
+            .header("Idempotency-Key", key)
             .json(&charge_body("4242424242424242"))
             .send()
             .await
             .expect("charge answered")
             .status()
             .as_u16()
-    });
+    })
+}
+
+/// The race the fence exists for: a charge still on its way in (the first
+/// half of its latency) when its caller, having timed out, resolves.
+#[tokio::test]
+async fn a_resolve_during_a_slow_charge_fences_it_or_finds_it() {
+    let sandbox = boot(|config| config.psp_latency_ms = 400).await;
+    let in_flight = charge_in_background(&sandbox, "tx_race");
     // Before the decision (about 200 ms in): fenced.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(resolve(&sandbox, "tx_race").await.0, 404);
@@ -439,18 +444,7 @@ async fn a_resolve_during_a_slow_charge_fences_it_or_finds_it() {
     assert_eq!(stats(&sandbox).await["total_charges"], 0);
 
     // After the decision, before the answer is out: found.
-    let url = sandbox.url.clone();
-    let in_flight = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(format!("{url}/charges"))
-            .header("Idempotency-Key", "tx_race_2")
-            .json(&charge_body("4242424242424242"))
-            .send()
-            .await
-            .expect("charge answered")
-            .status()
-            .as_u16()
-    });
+    let in_flight = charge_in_background(&sandbox, "tx_race_2");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, found) = resolve(&sandbox, "tx_race_2").await;
     assert_eq!((status, &found["status"]), (200, &json!("succeeded")));
