@@ -853,10 +853,13 @@ async fn hostile_requests_get_a_stable_4xx_json_error_and_write_nothing() {
     .await;
     let mut redis = client::redis(&stack);
     // The connector acknowledges and deletes the message after the final
-    // status; wait for the stream to settle.
+    // status, and adds the payment's success to its PSP's breaker window
+    // at its next refresh; wait until Redis holds still for longer than
+    // that refresh.
+    let settle = (psp_connector::breaker::REFRESH * 2).max(Duration::from_millis(100));
     let mut before = client::redis_snapshot(&mut redis);
     for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(settle).await;
         let now = client::redis_snapshot(&mut redis);
         if now == before {
             break;
