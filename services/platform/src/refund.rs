@@ -21,52 +21,15 @@ use crate::event::{EventId, EventType};
 use crate::keyspace::{self, event_field, field, refund_field};
 use crate::transaction::TransactionId;
 
-/// `re_` followed by a UUIDv7 in 32 lower-case hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RefundId(String);
-
 pub const ID_PREFIX: &str = "re_";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("not a refund id")]
-pub struct InvalidRefundId;
-
-impl RefundId {
-    pub fn generate() -> Self {
-        Self(crate::id::generate(ID_PREFIX))
-    }
-
-    pub fn parse(text: &str) -> Result<Self, InvalidRefundId> {
-        if !crate::id::is_generated(text, ID_PREFIX) {
-            return Err(InvalidRefundId);
-        }
-        Ok(Self(text.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for RefundId {
-    type Error = InvalidRefundId;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Self::parse(&text)
-    }
-}
-
-impl From<RefundId> for String {
-    fn from(id: RefundId) -> Self {
-        id.0
-    }
-}
-
-impl fmt::Display for RefundId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::id::prefixed_id!(
+    /// `re_` followed by a UUIDv7 in 32 lower-case hex digits.
+    RefundId,
+    InvalidRefundId,
+    ID_PREFIX,
+    "not a refund id"
+);
 
 /// Where a refund is in its life. `succeeded` and `failed` never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

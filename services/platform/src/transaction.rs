@@ -17,37 +17,22 @@ use utoipa::ToSchema;
 use crate::event::{EventId, EventType};
 use crate::keyspace::{self, Index, event_field, field};
 
-/// `tx_` followed by a UUIDv7 in 32 lower-case hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TransactionId(String);
-
 pub const ID_PREFIX: &str = "tx_";
 
+crate::id::prefixed_id!(
+    /// `tx_` followed by a UUIDv7 in 32 lower-case hex digits.
+    TransactionId,
+    InvalidTransactionId,
+    ID_PREFIX,
+    "not a transaction id"
+);
+
 impl TransactionId {
-    /// A new, time-ordered id.
-    pub fn generate() -> Self {
-        Self(crate::id::generate(ID_PREFIX))
-    }
-
-    /// Accepts exactly what [`generate`](Self::generate) produces; anything
-    /// else (other prefixes, path segments, upper case) is not an id.
-    pub fn parse(text: &str) -> Result<Self, InvalidTransactionId> {
-        if !crate::id::is_generated(text, ID_PREFIX) {
-            return Err(InvalidTransactionId);
-        }
-        Ok(Self(text.to_owned()))
-    }
-
     /// The creation time in Unix milliseconds (from the UUIDv7).
     pub fn unix_millis(&self) -> u64 {
         let uuid = uuid::Uuid::parse_str(&self.0[ID_PREFIX.len()..]).expect("validated id");
         let (secs, nanos) = uuid.get_timestamp().expect("v7 has a timestamp").to_unix();
         secs * 1000 + u64::from(nanos) / 1_000_000
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 
@@ -55,29 +40,6 @@ impl TransactionId {
 /// queries over the indexes (`from=`/`to=` filters).
 pub fn id_bound(unix_millis: u64) -> String {
     format!("{ID_PREFIX}{:012x}", unix_millis & 0xffff_ffff_ffff)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("not a transaction id")]
-pub struct InvalidTransactionId;
-
-impl TryFrom<String> for TransactionId {
-    type Error = InvalidTransactionId;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<TransactionId> for String {
-    fn from(id: TransactionId) -> Self {
-        id.0
-    }
-}
-
-impl fmt::Display for TransactionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// Where a transaction is in its life. Final statuses never change.
