@@ -459,14 +459,11 @@ async fn faults_change_while_running_and_bad_settings_are_refused() {
             .await;
     let client = reqwest::Client::new();
     let faults = format!("{}/faults", sandbox.url);
-    let current: Value = client
-        .get(&faults)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let settings = || async {
+        let answer = client.get(&faults).send().await.unwrap();
+        answer.json::<Value>().await.unwrap()
+    };
+    let current = settings().await;
     assert_eq!(current, json!({"latency_ms": 0, "failure_rate": 0.0}));
 
     let put = |body: Value| client.put(&faults).json(&body).send();
@@ -490,14 +487,7 @@ async fn faults_change_while_running_and_bad_settings_are_refused() {
     }
     let unknown = put(json!({"failure": 0})).await.unwrap();
     assert_eq!(unknown.status().as_u16() / 100, 4);
-    let current: Value = client
-        .get(&faults)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let current = settings().await;
     assert_eq!(
         current,
         json!({"latency_ms": 0, "failure_rate": 1.0}),
