@@ -262,17 +262,7 @@ impl Consumer {
             timeout_ms = self.drain_timeout.as_millis() as u64,
             "stopped reading; draining"
         );
-        let drained = tokio::time::timeout(self.drain_timeout, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                unfinished = tasks.len(),
-                "drain timed out; unfinished messages stay pending for reclaim"
-            );
-            tasks.abort_all();
-        }
+        drain_within(&mut tasks, self.drain_timeout, "messages").await;
     }
 
     /// Forgets consumers of exited processes (see
@@ -344,5 +334,21 @@ async fn move_retries(redis: Redis, poll: Duration, shutdown: Shutdown) {
                 }
             }
         }
+    }
+}
+
+/// Waits up to `timeout` for `tasks` to finish, then aborts the rest: what
+/// they held (`what`, for the log) stays pending for a reclaim.
+pub(crate) async fn drain_within(tasks: &mut JoinSet<()>, timeout: Duration, what: &str) {
+    let drained = tokio::time::timeout(timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            unfinished = tasks.len(),
+            "drain timed out; unfinished {what} stay pending for reclaim"
+        );
+        tasks.abort_all();
     }
 }

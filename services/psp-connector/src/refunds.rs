@@ -166,17 +166,7 @@ impl RefundConsumer {
                 }
             }
         }
-        let drained = tokio::time::timeout(self.drain_timeout, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                unfinished = tasks.len(),
-                "refund drain timed out; unfinished refunds stay pending"
-            );
-            tasks.abort_all();
-        }
+        crate::consumer::drain_within(&mut tasks, self.drain_timeout, "refunds").await;
         tracing::info!("refund consumer stopped");
     }
 }
