@@ -8,7 +8,10 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode, header};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use platform::auth::{AUDIENCE, Caller, ISSUER, JwtSecret, TokenError, TokenIssuer, TokenVerifier};
+use platform::auth::{
+    AUDIENCE, Caller, ISSUER, JwtSecret, TokenError, TokenIssuer, TokenVerifier,
+    VERIFIED_TOKENS_CAPACITY,
+};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -266,6 +269,89 @@ fn a_token_expires_after_its_ttl_with_no_leeway() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The verifier remembers tokens it has verified (so a client's next
+/// request skips the HMAC); these are the ways that memory must not open.
+#[test]
+fn a_remembered_token_still_expires_on_time() {
+    let verifier = verifier();
+    let (token, _) = TokenIssuer::new(&secret(), Duration::from_secs(1)).issue("bob", "globex");
+    assert!(verifier.verify(&token).is_ok());
+    assert_eq!(verifier.remembered(), 1, "a verified token is remembered");
+    assert!(verifier.verify(&token).is_ok());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while verifier.verify(&token) != Err(TokenError::Expired) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a remembered token was still accepted 5 s after its 1 s lifetime"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(verifier.verify(&token), Err(TokenError::Expired));
+    assert_eq!(verifier.remembered(), 0, "an expired token is forgotten");
+}
+
+#[test]
+fn a_token_is_good_through_its_exp_second_fresh_or_remembered() {
+    let verifier = verifier();
+    loop {
+        let at = now();
+        let mut claims = valid_claims();
+        claims["iat"] = json!(at - 10);
+        claims["exp"] = json!(at);
+        let token = signed(Algorithm::HS256, &claims, SECRET.as_bytes());
+        let fresh = verifier.verify(&token);
+        let remembered = verifier.verify(&token);
+        if now() != at {
+            continue; // the second turned meanwhile: try again
+        }
+        assert!(fresh.is_ok(), "{fresh:?}");
+        assert!(remembered.is_ok(), "{remembered:?}");
+        break;
+    }
+}
+
+#[test]
+fn a_text_one_byte_off_a_remembered_token_is_verified_in_full() {
+    let verifier = verifier();
+    let (token, _) = TokenIssuer::new(&secret(), Duration::from_secs(30)).issue("alice", "acme");
+    assert!(verifier.verify(&token).is_ok());
+    let signature_at = token.rfind('.').unwrap() + 1;
+    let payload_at = token.find('.').unwrap() + 1;
+    for at in [signature_at + 5, signature_at + 20, payload_at + 10, 3] {
+        let mut forged = token.clone().into_bytes();
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        for _ in 0..2 {
+            assert_eq!(verifier.verify(&forged), Err(TokenError::Invalid), "{at}");
+        }
+    }
+    assert_eq!(
+        verifier.remembered(),
+        1,
+        "a refused token is never remembered"
+    );
+    assert!(verifier.verify(&token).is_ok());
+}
+
+#[test]
+fn the_remembered_tokens_are_bounded_and_shared_by_clones() {
+    let verifier = verifier();
+    let clone = verifier.clone();
+    let issuer = TokenIssuer::new(&secret(), Duration::from_secs(30));
+    for i in 0..VERIFIED_TOKENS_CAPACITY + 500 {
+        let (token, _) = issuer.issue(&format!("user{i}"), "acme");
+        let by = if i % 2 == 0 { &verifier } else { &clone };
+        assert_eq!(by.verify(&token).unwrap().sub, format!("user{i}"));
+    }
+    assert!(
+        verifier.remembered() <= VERIFIED_TOKENS_CAPACITY,
+        "{} remembered",
+        verifier.remembered()
+    );
+    assert_eq!(verifier.remembered(), clone.remembered());
+    assert!(verifier.remembered() > VERIFIED_TOKENS_CAPACITY / 2);
 }
 
 /// The `Caller` extractor's answers: codes and `WWW-Authenticate`.
