@@ -164,27 +164,37 @@ pub enum TransitionOutcome {
 /// Every name comes in (docs/architecture.md "Keyspace"). KEYS: the record,
 /// the events stream, the event record, the merchant's event index and its
 /// index of this event type, the status index of each status in `from` (in
-/// ARGV's order), the status index of `to`. ARGV: the status, merchant,
+/// ARGV's order), the status index of `to`, and the stream of the queue
+/// entry to acknowledge, if any. ARGV: the status, merchant,
 /// updated-at and attempts field names; merchant id; transaction id; `to`;
 /// now; attempts to add; the final statuses, comma-separated; event id;
 /// event type; the event's id, merchant, type, created-at, transaction and
 /// object field names; n = the number of `from` statuses; the n statuses;
-/// the attempt log's field name and an attempt (JSON) to append, or ''; then
-/// field/value pairs to set.
+/// the attempt log's field name and an attempt (JSON) to append, or ''; the
+/// consumer group and entry id of a queue entry to acknowledge and delete
+/// whatever the outcome, or '' and '';
+/// then field/value pairs to set.
 const TRANSITION_SCRIPT: &str = r#"
 local status_field, merchant_field = ARGV[1], ARGV[2]
+local n = tonumber(ARGV[19])
+local function answer(outcome, status)
+  if ARGV[22 + n] ~= '' then
+    redis.call('XACK', KEYS[7 + n], ARGV[22 + n], ARGV[23 + n])
+    redis.call('XDEL', KEYS[7 + n], ARGV[23 + n])
+  end
+  return {outcome, status}
+end
 local record = redis.call('HMGET', KEYS[1], status_field, merchant_field)
 local current = record[1]
-if not current or record[2] ~= ARGV[5] then return {'not_found', ''} end
+if not current or record[2] ~= ARGV[5] then return answer('not_found', '') end
 for s in string.gmatch(ARGV[10], '[^,]+') do
-  if s == current then return {'refused', current} end
+  if s == current then return answer('refused', current) end
 end
-local n = tonumber(ARGV[19])
 local from_index = nil
 for i = 1, n do
   if ARGV[19 + i] == current then from_index = KEYS[5 + i] end
 end
-if not from_index then return {'refused', current} end
+if not from_index then return answer('refused', current) end
 if current ~= ARGV[7] then
   redis.call('ZREM', from_index, ARGV[6])
   redis.call('ZADD', KEYS[6 + n], 0, ARGV[6])
@@ -198,7 +208,7 @@ if ARGV[21 + n] ~= '' then
   else log = '[' .. ARGV[21 + n] .. ']' end
   redis.call('HSET', KEYS[1], ARGV[20 + n], log)
 end
-for i = 22 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 24 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if current ~= ARGV[7] and ARGV[11] ~= '' then
   local all = redis.call('HGETALL', KEYS[1])
   local snapshot = {}
@@ -209,8 +219,28 @@ if current ~= ARGV[7] and ARGV[11] ~= '' then
   redis.call('ZADD', KEYS[5], 0, ARGV[11])
   redis.call('XADD', KEYS[2], '*', ARGV[13], ARGV[11], ARGV[14], ARGV[5], ARGV[15], ARGV[12])
 end
-return {'applied', ARGV[7]}
+return answer('applied', ARGV[7])
 "#;
+
+/// A queue entry to acknowledge and delete in the same step as a
+/// [`transition`] ([`transition_and_acknowledge`]): the worker that made the
+/// change is done with the entry, whatever the outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueEntry<'a> {
+    pub stream: &'a str,
+    pub group: &'a str,
+    pub entry_id: &'a str,
+}
+
+/// The final statuses, as the script takes them (comma-separated).
+static FINAL_STATUSES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    Status::ALL
+        .into_iter()
+        .filter(|s| s.is_final())
+        .map(Status::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+});
 
 /// Applies `transition` to transaction `id` of `merchant`, with its event
 /// ([`crate::event`]) when the status changes.
@@ -220,14 +250,31 @@ pub async fn transition<C: ConnectionLike + Send>(
     merchant: &str,
     transition: &Transition,
 ) -> redis::RedisResult<TransitionOutcome> {
+    apply(conn, id, merchant, transition, None).await
+}
+
+/// [`transition`], and in the same step acknowledges and deletes `entry`
+/// whatever the outcome: one round trip, where a worker finishing a
+/// payment needed two (and Redis a MULTI of its own).
+pub async fn transition_and_acknowledge<C: ConnectionLike + Send>(
+    conn: &mut C,
+    id: &TransactionId,
+    merchant: &str,
+    transition: &Transition,
+    entry: QueueEntry<'_>,
+) -> redis::RedisResult<TransitionOutcome> {
+    apply(conn, id, merchant, transition, Some(entry)).await
+}
+
+async fn apply<C: ConnectionLike + Send>(
+    conn: &mut C,
+    id: &TransactionId,
+    merchant: &str,
+    transition: &Transition,
+    entry: Option<QueueEntry<'_>>,
+) -> redis::RedisResult<TransitionOutcome> {
     static SCRIPT: std::sync::LazyLock<redis::Script> =
         std::sync::LazyLock::new(|| redis::Script::new(TRANSITION_SCRIPT));
-    let finals = Status::ALL
-        .into_iter()
-        .filter(|s| s.is_final())
-        .map(Status::as_str)
-        .collect::<Vec<_>>()
-        .join(",");
     let event_id = EventId::generate();
     let event_type = EventType::of_status(transition.to);
     let mut invocation = SCRIPT.key(keyspace::record(id));
@@ -244,8 +291,11 @@ pub async fn transition<C: ConnectionLike + Send>(
         invocation.key(Index::Status(*status).key(merchant));
     }
     let now = now_rfc3339();
+    invocation.key(Index::Status(transition.to).key(merchant));
+    if let Some(entry) = entry {
+        invocation.key(entry.stream);
+    }
     invocation
-        .key(Index::Status(transition.to).key(merchant))
         .arg(field::STATUS)
         .arg(field::MERCHANT_ID)
         .arg(field::UPDATED_AT)
@@ -255,7 +305,7 @@ pub async fn transition<C: ConnectionLike + Send>(
         .arg(transition.to.as_str())
         .arg(&now)
         .arg(transition.add_attempts)
-        .arg(finals)
+        .arg(FINAL_STATUSES.as_str())
         .arg(if event_type.is_some() {
             event_id.as_str()
         } else {
@@ -276,6 +326,10 @@ pub async fn transition<C: ConnectionLike + Send>(
         serde_json::to_string(attempt).expect("an attempt serialises")
     });
     invocation.arg(field::ATTEMPT_LOG).arg(log);
+    match entry {
+        Some(entry) => invocation.arg(entry.group).arg(entry.entry_id),
+        None => invocation.arg("").arg(""),
+    };
     for (field, value) in &transition.fields {
         invocation.arg(*field).arg(value);
     }

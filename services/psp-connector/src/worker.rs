@@ -26,14 +26,14 @@ use platform::psp::PspName;
 use platform::queue::{CardDetails, ChargeMessage, DeadLetterReason};
 use platform::redis::Redis;
 use platform::transaction::{
-    self, Attempt, AttemptOutcome, Status, TransactionId, Transition, TransitionOutcome,
+    self, Attempt, AttemptOutcome, QueueEntry, Status, TransactionId, Transition, TransitionOutcome,
 };
 use tracing::Instrument;
 
 use crate::breaker::Breakers;
 use crate::psp::{ChargeOutcome, Resolution};
 use crate::routing::{Payment, Psps, Routing};
-use crate::stream::{self, DeadLetter, Entry};
+use crate::stream::{self, DeadLetter, Entry, Queue};
 
 /// What every worker shares.
 pub struct Worker {
@@ -479,8 +479,9 @@ impl Worker {
     }
 }
 
-/// Records a final status by compare-and-set, with the last attempt, then
-/// acknowledges the entry (with its dead letter, when there is one).
+/// Records a final status by compare-and-set, with the last attempt, and
+/// acknowledges the entry: in the same script when it has no dead letter
+/// (every payment that settles), after it with the dead letter otherwise.
 async fn record(
     conn: &mut redis::aio::ConnectionManager,
     job: &Job,
@@ -499,7 +500,20 @@ async fn record(
         log,
         fields: done.fields,
     };
-    match transaction::transition(conn, &job.id, &job.merchant, &change).await? {
+    let acknowledged = dead.is_none();
+    let outcome = match &dead {
+        Some(_) => transaction::transition(conn, &job.id, &job.merchant, &change).await?,
+        None => {
+            let entry = QueueEntry {
+                stream: Queue::CHARGES.stream,
+                group: Queue::CHARGES.group,
+                entry_id: &job.entry_id,
+            };
+            transaction::transition_and_acknowledge(conn, &job.id, &job.merchant, &change, entry)
+                .await?
+        }
+    };
+    match outcome {
         TransitionOutcome::Applied => {
             tracing::info!(status = %to, attempt, "transaction final");
             match dead {
@@ -509,17 +523,23 @@ async fn record(
                     tracing::warn!(reason = %letter.reason, error = %letter.error, "dead-lettering");
                     stream::dead_letter(conn, &letter).await
                 }
-                None => stream::finish(conn, &job.entry_id).await,
+                None => Ok(()),
             }
         }
         TransitionOutcome::Refused { current } => {
             // Another worker finished it first (a duplicate delivery racing
             // this one); its outcome stands.
             tracing::info!(status = %current, "finished elsewhere; acknowledging");
+            if acknowledged {
+                return Ok(());
+            }
             stream::finish(conn, &job.entry_id).await
         }
         TransitionOutcome::NotFound => {
             tracing::warn!("transaction vanished while charging; acknowledging");
+            if acknowledged {
+                return Ok(());
+            }
             stream::finish(conn, &job.entry_id).await
         }
     }
