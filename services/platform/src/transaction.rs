@@ -184,7 +184,7 @@ local function answer(outcome, status)
   end
   return {outcome, status}
 end
-local record = redis.call('HMGET', KEYS[1], status_field, merchant_field)
+local record = redis.call('HMGET', KEYS[1], status_field, merchant_field, ARGV[20 + n])
 local current = record[1]
 if not current or record[2] ~= ARGV[5] then return answer('not_found', '') end
 for s in string.gmatch(ARGV[10], '[^,]+') do
@@ -199,16 +199,19 @@ if current ~= ARGV[7] then
   redis.call('ZREM', from_index, ARGV[6])
   redis.call('ZADD', KEYS[6 + n], 0, ARGV[6])
 end
-redis.call('HSET', KEYS[1], status_field, ARGV[7], ARGV[3], ARGV[8])
-if ARGV[9] ~= '0' then redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[9]) end
+-- Every field the change sets, in one HSET.
+local sets = {status_field, ARGV[7], ARGV[3], ARGV[8]}
 if ARGV[21 + n] ~= '' then
   -- Appended as text: the log is a JSON array the script never re-encodes.
-  local log = redis.call('HGET', KEYS[1], ARGV[20 + n])
+  local log = record[3]
   if log then log = string.sub(log, 1, -2) .. ',' .. ARGV[21 + n] .. ']'
   else log = '[' .. ARGV[21 + n] .. ']' end
-  redis.call('HSET', KEYS[1], ARGV[20 + n], log)
+  sets[#sets + 1] = ARGV[20 + n]
+  sets[#sets + 1] = log
 end
-for i = 24 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 24 + n, #ARGV do sets[#sets + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(sets))
+if ARGV[9] ~= '0' then redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[9]) end
 if current ~= ARGV[7] and ARGV[11] ~= '' then
   local all = redis.call('HGETALL', KEYS[1])
   local snapshot = {}
