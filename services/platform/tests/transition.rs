@@ -61,6 +61,24 @@ async fn queue(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
     (length, pending.0)
 }
 
+/// Starts the queue afresh: an empty stream with the consumer group on it.
+async fn fresh_group(conn: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("DEL")
+        .arg(STREAM)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 fn settle() -> Transition {
     Transition {
         from: vec![Status::Pending, Status::Processing],
@@ -76,35 +94,14 @@ async fn the_entry_is_acknowledged_with_the_change_whatever_the_outcome() {
     let redis = RedisServer::start();
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(STREAM)
-        .arg(GROUP)
-        .arg("$")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    fresh_group(&mut conn).await;
 
     // Without an entry, the change leaves the queue alone.
     let (id, _) = pending_payment(&mut conn).await;
     let outcome = transition(&mut conn, &id, "acme", &settle()).await.unwrap();
     assert_eq!(outcome, TransitionOutcome::Applied);
     assert_eq!(queue(&mut conn).await, (1, 1));
-    let _: () = redis::cmd("DEL")
-        .arg(STREAM)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(STREAM)
-        .arg(GROUP)
-        .arg("$")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    fresh_group(&mut conn).await;
 
     // Applied: the record is final and its entry gone, in one step.
     let (id, entry_id) = pending_payment(&mut conn).await;
