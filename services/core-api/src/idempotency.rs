@@ -32,6 +32,8 @@
 
 use std::time::Duration;
 
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use platform::ApiError;
 use platform::http::ErrorCode;
@@ -121,6 +123,36 @@ pub struct Replay {
     pub status: u16,
     pub location: String,
     pub body: String,
+}
+
+/// A first answer of a create endpoint: JSON `body` with its `Location`.
+/// What is stored for a replay is exactly what this sends.
+pub fn answer(status: StatusCode, location: &str, body: String) -> Response {
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// The first answer again, marked `Idempotent-Replayed: true`.
+impl IntoResponse for Replay {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::ACCEPTED);
+        let mut response = answer(status, &self.location, self.body);
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+        response
+    }
 }
 
 const RELEASE_SCRIPT: &str = r#"

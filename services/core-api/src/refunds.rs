@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{FromRequest, Path, Request, State, rejection::PathRejection};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use platform::ApiError;
@@ -36,7 +36,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::domain::{Amount, IdempotencyKey};
-use crate::idempotency::{self, Entry, Replay};
+use crate::idempotency::{self, Entry};
 use crate::transactions::store;
 
 /// The most refunds one transaction may have (failed ones included), so
@@ -325,7 +325,8 @@ pub async fn create_refund(
                 .query_async(&mut conn)
                 .await?;
             if let Some(existing) = existing {
-                return idempotency::answer_from(&existing, &fingerprint).map(replayed);
+                return idempotency::answer_from(&existing, &fingerprint)
+                    .map(IntoResponse::into_response);
             }
             Some(Claim {
                 redis_key,
@@ -353,7 +354,7 @@ pub async fn create_refund(
                 amount = accepted.refund.amount,
                 "refund accepted"
             );
-            Ok(respond(
+            Ok(idempotency::answer(
                 StatusCode::ACCEPTED,
                 &accepted.location,
                 accepted.body,
@@ -614,30 +615,4 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn respond(status: StatusCode, location: &str, body: String) -> Response {
-    let mut response = (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response();
-    if let Ok(location) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
-}
-
-fn replayed(replay: Replay) -> Response {
-    let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::ACCEPTED);
-    let mut response = respond(status, &replay.location, replay.body);
-    response.headers_mut().insert(
-        idempotency::REPLAYED_HEADER,
-        HeaderValue::from_static("true"),
-    );
-    response
 }

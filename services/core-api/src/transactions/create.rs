@@ -2,7 +2,7 @@
 //! record + indexes + queue message + idempotency entry atomically, 202.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use platform::ApiError;
 use platform::auth::Caller;
@@ -81,7 +81,7 @@ pub async fn create_transaction(
     )
     .await?;
     if let Some(replay) = written {
-        return Ok(replayed(replay));
+        return Ok(replay.into_response());
     }
     tracing::info!(
         transaction_id = %accepted.transaction.id,
@@ -91,7 +91,7 @@ pub async fn create_transaction(
         card = %new.card,
         "transaction accepted"
     );
-    Ok(respond(
+    Ok(idempotency::answer(
         StatusCode::ACCEPTED,
         &accepted.location,
         accepted.body,
@@ -334,30 +334,4 @@ fn indexes(tx: &Transaction) -> Vec<String> {
     .flatten()
     .map(|index| index.key(merchant))
     .collect()
-}
-
-fn respond(status: StatusCode, location: &str, body: String) -> Response {
-    let mut response = (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response();
-    if let Ok(location) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
-}
-
-fn replayed(replay: Replay) -> Response {
-    let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::ACCEPTED);
-    let mut response = respond(status, &replay.location, replay.body);
-    response.headers_mut().insert(
-        idempotency::REPLAYED_HEADER,
-        HeaderValue::from_static("true"),
-    );
-    response
 }
