@@ -425,3 +425,44 @@ pub async fn link_customers(
         assert_eq!(status, 200, "link {user} to {customer}: {body}");
     }
 }
+
+/// Runs the README's HTTPie walkthrough (`scripts/walkthrough`, all of it,
+/// or one `section`) verbatim against the booted stack, with a fresh HOME,
+/// and returns the JSON body each call printed, in order.
+pub fn run_walkthrough(stack: &Stack, section: Option<&str>) -> Vec<Value> {
+    let http =
+        platform::testing::require_program("http", "`apt-get install httpie`, or `nix develop`");
+    platform::testing::require_program("jq", "`apt-get install jq`, or `nix develop`");
+    let home = tempfile::tempdir().unwrap();
+    // Through bash, not the shebang: the Nix build sandbox has no /usr/bin/env.
+    let output = std::process::Command::new("bash")
+        .arg(crate::repo_root().join("scripts/walkthrough"))
+        .args(section)
+        .env("PLATFORM_PORT", stack.port(8000).to_string())
+        .env("HOME", home.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                http.parent().unwrap().display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "walkthrough {section:?} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    // Each HTTPie call printed its JSON body; off a terminal, HTTPie adds no
+    // newline, so read them as a stream of values.
+    serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| {
+            panic!("walkthrough output is not a sequence of JSON bodies ({e}):\n{stdout}")
+        })
+}

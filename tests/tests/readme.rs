@@ -2,50 +2,13 @@
 //! `scripts/walkthrough`) against a booted stack: if the README drifts from
 //! the product, this fails.
 
-use std::process::Command;
-
 use e2e::stack::Stack;
-use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_walkthrough_works_verbatim() {
-    let http =
-        platform::testing::require_program("http", "`apt-get install httpie`, or `nix develop`");
-    platform::testing::require_program("jq", "`apt-get install jq`, or `nix develop`");
     let stack = Stack::boot().await;
-    let home = tempfile::tempdir().unwrap();
-    // Through bash, not the shebang: the Nix build sandbox has no /usr/bin/env.
-    let output = Command::new("bash")
-        .arg(e2e::repo_root().join("scripts/walkthrough"))
-        .env("PLATFORM_PORT", stack.port(8000).to_string())
-        .env("HOME", home.path())
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                http.parent().unwrap().display(),
-                std::env::var("PATH").unwrap()
-            ),
-        )
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "walkthrough failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-
-    // Each HTTPie call printed its JSON body; off a terminal, HTTPie adds no
-    // newline, so read them as a stream of values.
-    let bodies: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
-        .into_iter::<Value>()
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| {
-            panic!("walkthrough output is not a sequence of JSON bodies ({e}):\n{stdout}")
-        });
-    assert_eq!(bodies.len(), 14, "fourteen calls print a body:\n{stdout}");
+    let bodies = e2e::client::run_walkthrough(&stack, None);
+    assert_eq!(bodies.len(), 14, "fourteen calls print a body: {bodies:#?}");
     let token = &bodies[0];
     assert_eq!(token["token_type"], "Bearer");
     let paid = &bodies[1];

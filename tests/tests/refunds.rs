@@ -2,7 +2,6 @@
 //! README's refund block verbatim, and a payment refunded in parts (also
 //! concurrently) until nothing is left, checked at the sandbox.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::client::{self, APPROVED, http_client, payment};
@@ -53,38 +52,9 @@ async fn wait_refunds_final(http: &reqwest::Client, gateway: &str, token: &str, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_refund_block_works_verbatim() {
-    let http_program =
-        platform::testing::require_program("http", "`apt-get install httpie`, or `nix develop`");
-    platform::testing::require_program("jq", "`apt-get install jq`, or `nix develop`");
     let stack = Stack::boot().await;
-    let home = tempfile::tempdir().unwrap();
-    let output = Command::new("bash")
-        .arg(e2e::repo_root().join("scripts/walkthrough"))
-        .arg("refunds")
-        .env("PLATFORM_PORT", stack.port(8000).to_string())
-        .env("HOME", home.path())
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                http_program.parent().unwrap().display(),
-                std::env::var("PATH").unwrap()
-            ),
-        )
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "refund block failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    let bodies: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
-        .into_iter::<Value>()
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("not a sequence of JSON bodies ({e}):\n{stdout}"));
-    assert_eq!(bodies.len(), 5, "five calls print a body:\n{stdout}");
+    let bodies = client::run_walkthrough(&stack, Some("refunds"));
+    assert_eq!(bodies.len(), 5, "five calls print a body: {bodies:#?}");
     let (part, replayed, rest, transaction, list) =
         (&bodies[0], &bodies[1], &bodies[2], &bodies[3], &bodies[4]);
     assert_eq!(part["status"], "pending");
