@@ -21,7 +21,6 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -32,7 +31,7 @@ use platform::http::{ApiError, ErrorCode, Json};
 use serde::{Deserialize, Serialize};
 
 use crate::cards::{self, Decision};
-use crate::faults::Faults;
+use crate::faults::{self, Faults};
 use crate::ledger::{KeyState, Ledger, Stats, StoredAnswer};
 use platform::psp::PspName;
 
@@ -185,13 +184,13 @@ async fn create_charge(
     // The way in and the decision run on a task of their own: a PSP goes on
     // with a charge whose caller hung up, so a caller's timeout never
     // cancels the decision (only a lookup's fence can stop it).
-    let (before, after) = split_latency(charges.faults.latency());
+    let (before, after) = charges.faults.latency_halves();
     let decision = tokio::spawn(async move {
-        tokio::time::sleep(before).await;
+        faults::pause(before).await;
         decide(&charges, &key, &request, fingerprint).await
     });
     let answer = decision.await.map_err(ApiError::internal)?;
-    tokio::time::sleep(after).await;
+    faults::pause(after).await;
     answer
 }
 
@@ -380,16 +379,6 @@ fn now_millis() -> time::OffsetDateTime {
     let now = time::OffsetDateTime::now_utc();
     now.replace_nanosecond(now.millisecond() as u32 * 1_000_000)
         .expect("valid nanos")
-}
-
-/// `PSP_LATENCY_MS` ± 10 % (so concurrent requests do not finish in
-/// lockstep), split into the halves before and after the decision.
-fn split_latency(latency: Duration) -> (Duration, Duration) {
-    if latency.is_zero() {
-        return (Duration::ZERO, Duration::ZERO);
-    }
-    let total = latency.mul_f64(0.9 + fastrand::f64() * 0.2);
-    (total / 2, total - total / 2)
 }
 
 /// `GET /charges/stats`: the ledger's counts under the sandbox's name.

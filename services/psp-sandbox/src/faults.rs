@@ -54,6 +54,17 @@ impl Faults {
         Duration::from_millis(self.latency_ms.load(Ordering::Relaxed))
     }
 
+    /// The latency ± 10 % (so concurrent requests do not finish in
+    /// lockstep), split into the halves before and after the decision.
+    pub fn latency_halves(&self) -> (Duration, Duration) {
+        let latency = self.latency();
+        if latency.is_zero() {
+            return (Duration::ZERO, Duration::ZERO);
+        }
+        let total = latency.mul_f64(0.9 + fastrand::f64() * 0.2);
+        (total / 2, total - total / 2)
+    }
+
     pub fn failure_rate(&self) -> f64 {
         f64::from_bits(self.failure_rate.load(Ordering::Relaxed))
     }
@@ -63,6 +74,15 @@ impl Faults {
             latency_ms: self.latency_ms.load(Ordering::Relaxed),
             failure_rate: self.failure_rate(),
         }
+    }
+}
+
+/// Waits `duration`, and not at all for zero: a zero `tokio::time::sleep`
+/// still waits for the timer's next tick (up to a millisecond, and a
+/// wake-up), which at latency 0 cost each charge two of them.
+pub async fn pause(duration: Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
     }
 }
 
@@ -116,4 +136,18 @@ async fn change(
         "faults changed"
     );
     Ok(axum::Json(settings))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::FutureExt;
+
+    #[tokio::test]
+    async fn no_latency_is_no_wait_at_all() {
+        // A zero `tokio::time::sleep` is (almost always) not ready when
+        // first polled: it waits for the timer's next tick.
+        assert!(super::pause(Duration::ZERO).now_or_never().is_some());
+    }
 }

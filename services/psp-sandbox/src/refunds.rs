@@ -24,7 +24,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State, rejection::PathRejection};
@@ -36,7 +35,7 @@ use platform::http::{ApiError, ErrorCode, ErrorType, Json};
 use serde::{Deserialize, Serialize};
 
 use crate::charges::{IDEMPOTENT_REPLAYED, idempotency_key};
-use crate::faults::Faults;
+use crate::faults::{self, Faults};
 
 /// A charge that can be refunded.
 #[derive(Debug, Clone)]
@@ -265,10 +264,10 @@ async fn create_refund(
         ));
     }
     // As for charges: half the latency before the decision, half after.
-    let (before, after) = split(refunds.faults.latency());
-    tokio::time::sleep(before).await;
+    let (before, after) = refunds.faults.latency_halves();
+    faults::pause(before).await;
     let decided = refunds.decide(&key, &charge_id, &request);
-    tokio::time::sleep(after).await;
+    faults::pause(after).await;
     match decided {
         Decided::Refunded(body) => {
             tracing::debug!(idempotency_key = %key, charge_id, amount = request.amount, "refund made");
@@ -299,14 +298,6 @@ async fn create_refund(
             "amount",
         )),
     }
-}
-
-fn split(latency: Duration) -> (Duration, Duration) {
-    if latency.is_zero() {
-        return (Duration::ZERO, Duration::ZERO);
-    }
-    let total = latency.mul_f64(0.9 + fastrand::f64() * 0.2);
-    (total / 2, total - total / 2)
 }
 
 async fn stats(State(refunds): State<Arc<Refunds>>) -> axum::Json<RefundStats> {
