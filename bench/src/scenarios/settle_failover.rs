@@ -22,6 +22,11 @@ pub struct SettleFailover {
     refused_at_a: u64,
     charges_at_a: u64,
     charges_at_b: u64,
+    /// Idempotency keys psp-b charged for the first time in this row: one
+    /// per payment when no payment was charged twice.
+    new_keys_at_b: u64,
+    /// The most charges psp-b ever made under one key (1: never twice).
+    max_charges_per_key_at_b: u64,
 }
 
 fn sandbox(harness: &Harness, default_port: u16) -> String {
@@ -85,14 +90,18 @@ pub async fn measure(harness: &Harness, healthy_rate: f64) -> anyhow::Result<Set
         refused_at_a: count(&a_after, "unavailable") - count(&a_before, "unavailable"),
         charges_at_a: count(&a_after, "total_charges") - count(&a_before, "total_charges"),
         charges_at_b: count(&b_after, "total_charges") - count(&b_before, "total_charges"),
+        new_keys_at_b: count(&b_after, "keys") - count(&b_before, "keys"),
+        max_charges_per_key_at_b: count(&b_after, "max_charges_per_key"),
     };
     log(format!(
-        "settled {backlog} with psp-a failing in {:.1} s: {:.0}/s; psp-a refused {}, charged {}; psp-b charged {}",
+        "settled {backlog} with psp-a failing in {:.1} s: {:.0}/s; psp-a refused {}, charged {}; psp-b charged {} ({} keys charged for the first time, at most {} charge(s) per key)",
         result.seconds,
         result.rate(),
         result.refused_at_a,
         result.charges_at_a,
-        result.charges_at_b
+        result.charges_at_b,
+        result.new_keys_at_b,
+        result.max_charges_per_key_at_b
     ));
     Ok(result)
 }
@@ -132,6 +141,8 @@ impl ScenarioResult for SettleFailover {
             "ratio": self.rate() / self.healthy_rate,
             "refused_at_psp_a": self.refused_at_a,
             "charges_at_psp_a": self.charges_at_a, "charges_at_psp_b": self.charges_at_b,
+            "new_keys_at_psp_b": self.new_keys_at_b,
+            "max_charges_per_key_at_psp_b": self.max_charges_per_key_at_b,
         })
     }
 }
