@@ -159,6 +159,9 @@ pub struct Sent {
     pub due_unix_ns: i128,
     /// From the `Location` of a 202; none when the POST failed.
     pub id: Option<TransactionId>,
+    /// Why the POST failed: `http <status>`, `timeout`, `connect` or
+    /// `request` (none when it was accepted).
+    pub failure: Option<String>,
 }
 
 /// POSTs at a fixed `rate` per second for `duration` through `gateway`,
@@ -194,9 +197,22 @@ pub async fn open_loop(
                 .body(body.as_str().to_owned())
                 .send()
                 .await;
+            let (id, failure) = match response {
+                Ok(response) => {
+                    let status = response.status();
+                    match accepted_id(response) {
+                        Some(id) => (Some(id), None),
+                        None => (None, Some(format!("http {}", status.as_u16()))),
+                    }
+                }
+                Err(e) if e.is_timeout() => (None, Some("timeout".to_owned())),
+                Err(e) if e.is_connect() => (None, Some("connect".to_owned())),
+                Err(_) => (None, Some("request".to_owned())),
+            };
             Sent {
                 due_unix_ns: start_unix_ns + offset.as_nanos() as i128,
-                id: response.ok().and_then(accepted_id),
+                id,
+                failure,
             }
         }));
     }

@@ -166,6 +166,22 @@ impl Harness {
         Ok(counts.iter().sum())
     }
 
+    /// [`Harness::unsettled`] once it stops growing (connectors paused): a
+    /// load generator that stops closes connections with POSTs in flight,
+    /// and core-api may still write those a moment later. Counted too early,
+    /// they would be settled (and charged) without being in the backlog.
+    pub async fn unsettled_when_quiet(&self) -> anyhow::Result<u64> {
+        let mut count = self.unsettled().await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let again = self.unsettled().await?;
+            if again == count {
+                return Ok(count);
+            }
+            count = again;
+        }
+    }
+
     /// Waits until every transaction is final and the stream is empty.
     pub async fn wait_settled(&self, timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();

@@ -91,7 +91,23 @@ async fn open_loop(
     let not_succeeded = finals.iter().filter(|f| f.status != "succeeded").count();
     let post_failures = sent.len() - ids.len();
     if post_failures > 0 || not_succeeded > 0 {
-        bail!("end to end: {post_failures} POSTs failed, {not_succeeded} not succeeded");
+        let mut failures = std::collections::BTreeMap::<&str, usize>::new();
+        for failure in sent.iter().filter_map(|s| s.failure.as_deref()) {
+            *failures.entry(failure).or_default() += 1;
+        }
+        // Redis' own complaints (a stalled AOF fsync blocks its writes).
+        let redis_log: Vec<String> = harness
+            .stack
+            .log("redis")
+            .lines()
+            .filter(|line| line.contains('#'))
+            .map(str::to_owned)
+            .collect();
+        bail!(
+            "end to end: {post_failures} POSTs failed ({failures:?}), {not_succeeded} not succeeded; \
+             Redis warnings:\n{}",
+            redis_log.join("\n")
+        );
     }
     let latencies = Latencies::new(rate, &accepted, &finals);
     log(format!(

@@ -33,7 +33,7 @@ pub async fn measure(harness: &Harness, paused: PausedConnectors<'_>) -> anyhow:
     let xadd_rate =
         tokio::task::spawn_blocking(move || reference::redis_benchmark_xadd(port, XADD_REQUESTS))
             .await??;
-    let backlog = harness.unsettled().await?;
+    let backlog = harness.unsettled_when_quiet().await?;
     drop(paused);
     let meter = cpu::Meter::start(running_processes(harness).await?);
     let time = harness.wait_settled(Duration::from_secs(300)).await?;

@@ -73,7 +73,7 @@ pub async fn measure(harness: &Harness, healthy_rate: f64) -> anyhow::Result<Set
         .await?;
     // Everything unsettled is this backlog (the end-to-end row's last
     // payments included), all charged from here on.
-    let backlog = harness.unsettled().await?;
+    let backlog = harness.unsettled_when_quiet().await?;
     if already > 0 {
         log(format!(
             "{already} payments of the previous row join the backlog"
