@@ -79,6 +79,15 @@ async fn fresh_group(conn: &mut redis::aio::MultiplexedConnection) {
         .unwrap();
 }
 
+/// The queue entry `entry_id` of the test's stream and group.
+fn queued(entry_id: &str) -> QueueEntry<'_> {
+    QueueEntry {
+        stream: STREAM,
+        group: GROUP,
+        entry_id,
+    }
+}
+
 fn settle() -> Transition {
     Transition {
         from: vec![Status::Pending, Status::Processing],
@@ -105,11 +114,7 @@ async fn the_entry_is_acknowledged_with_the_change_whatever_the_outcome() {
 
     // Applied: the record is final and its entry gone, in one step.
     let (id, entry_id) = pending_payment(&mut conn).await;
-    let entry = QueueEntry {
-        stream: STREAM,
-        group: GROUP,
-        entry_id: &entry_id,
-    };
+    let entry = queued(&entry_id);
     let outcome = transition_and_acknowledge(&mut conn, &id, "acme", &settle(), entry)
         .await
         .unwrap();
@@ -127,11 +132,7 @@ async fn the_entry_is_acknowledged_with_the_change_whatever_the_outcome() {
     // Refused (a duplicate delivery of a final payment): still acknowledged,
     // and the record untouched.
     let (_, duplicate) = pending_payment(&mut conn).await;
-    let entry = QueueEntry {
-        stream: STREAM,
-        group: GROUP,
-        entry_id: &duplicate,
-    };
+    let entry = queued(&duplicate);
     let fail = Transition {
         to: Status::Failed,
         ..settle()
@@ -149,11 +150,7 @@ async fn the_entry_is_acknowledged_with_the_change_whatever_the_outcome() {
 
     // Not found (another merchant's record): acknowledged too.
     let (other, entry_id) = pending_payment(&mut conn).await;
-    let entry = QueueEntry {
-        stream: STREAM,
-        group: GROUP,
-        entry_id: &entry_id,
-    };
+    let entry = queued(&entry_id);
     let outcome = transition_and_acknowledge(&mut conn, &other, "globex", &settle(), entry)
         .await
         .unwrap();
